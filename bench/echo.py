@@ -1,0 +1,692 @@
+"""
+The echo benchmark: what chatsvc's echo stages cost next to plain Twisted and
+to asyncio/uvloop, in one command.
+
+    python bench/echo.py [--seconds S] [--connections N] [--rounds R] [--json FILE]
+
+Servers, each its own process started here on a free loopback port:
+
+- ``twisted-echo``: the plainest Twisted echo (``bench/peers/twisted_echo.py``),
+  the baseline every ratio is taken against;
+- ``chatsvc-echo``: ``twistd -n chatsvc-echo`` (raw, unframed echo);
+- ``chatsvc-sendqueue``: ``twistd -n chatsvc-sendqueue`` (decodes packets and
+  answers DEV_ECHO through per-session send queues);
+- ``asyncio-echo`` and ``uvloop-echo``: the same framing as chatsvc-sendqueue
+  on asyncio and on uvloop (``bench/peers/asyncio_echo.py``); the uvloop one
+  is skipped when uvloop is not installed.
+
+Load: ``bench/loadgen.py`` in its own process(es), N connections with DEV_ECHO
+packets of each size, one in flight per connection (ping-pong) or ``--depth``
+in flight (pipelined). The server is pinned to the first core this process may
+use and the load to the others. Every round starts each server in turn, waits
+for its port, runs every scenario against it (1 s warm-up, then S seconds
+measured) and stops it; rounds repeat, so servers alternate A B A B. The table
+gives the median over rounds, and the ratio to twisted-echo's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import functools
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from loadgen import bucket_seconds
+
+BENCH = Path(__file__).resolve().parent
+LOADGEN = BENCH / "loadgen.py"
+PEERS = BENCH / "peers"
+BASELINE = "twisted-echo"
+CANDIDATE = "chatsvc-sendqueue"
+TARGETS = {"pingpong": 0.9, "pipelined": 0.6}
+"""The least chatsvc-sendqueue may reach, as a fraction of twisted-echo."""
+LAUNCH_ALLOWANCE = 0.3
+"""Seconds the load processes get to start before their shared window opens."""
+SATURATED_LOAD_CPU = 85.0
+"""Load CPU % (of one core) above which the load generator may be the limit."""
+PR_SET_PDEATHSIG = 1
+
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+@dataclass(frozen=True)
+class Server:
+    """
+    A server under test: its name, what it is, and its command for a port.
+    """
+
+    name: str
+    description: str
+    command: Callable[[int], list[str]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """
+    One load: a mode, the packets in flight per connection and their size.
+    """
+
+    mode: str
+    depth: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Sample:
+    """
+    One measurement of one server under one scenario in one round.
+    """
+
+    round: int
+    server: str
+    mode: str
+    size: int
+    msgs_per_s: float
+    p50_ms: float
+    p99_ms: float
+    load_cpu_pct: float
+    server_cpu_pct: float
+    other_cpu_pct: float
+    errors: int
+    loop: str
+
+    @property
+    def msgs_per_cpu_s(self) -> float:
+        """
+        Messages per second of server CPU time: less sensitive to noise.
+        """
+        busy = self.server_cpu_pct / 100
+        return self.msgs_per_s / busy if busy else 0.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """
+    The medians over rounds of one server under one scenario.
+    """
+
+    server: str
+    mode: str
+    size: int
+    msgs_per_s: float
+    p50_ms: float
+    p99_ms: float
+    load_cpu_pct: float
+    server_cpu_pct: float
+    other_cpu_pct: float
+    msgs_per_cpu_s: float
+    spread_pct: float
+    ratio: float | None
+    cpu_ratio: float | None
+    errors: int
+
+
+# --- servers -----------------------------------------------------------------
+
+
+def twistd_path() -> Path:
+    """
+    Return the twistd script of this interpreter's environment.
+    """
+    beside = Path(sys.executable).parent / "twistd"
+    if beside.exists():
+        return beside
+    found = shutil.which("twistd")
+    if found is None:
+        raise SystemExit("twistd not found: install chatsvc in this environment")
+    return Path(found)
+
+
+def twistd_command(plugin: str) -> Callable[[int], list[str]]:
+    """
+    Return the command line of a chatsvc twistd plugin for a port.
+    """
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable, str(twistd_path()), "-n", "--pidfile=", plugin,
+            "--listen", f"tcp:{port}:interface=127.0.0.1",
+        ]
+
+    return command
+
+
+def peer_command(script: str, *extra: str) -> Callable[[int], list[str]]:
+    """
+    Return the command line of a peer server in ``bench/peers`` for a port.
+    """
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, str(PEERS / script), "--port", str(port), *extra]
+
+    return command
+
+
+def uvloop_installed() -> bool:
+    return importlib.util.find_spec("uvloop") is not None
+
+
+def all_servers() -> tuple[list[Server], list[str]]:
+    """
+    Return the servers this machine can run, and notes on those it cannot.
+    """
+    servers = [
+        Server(BASELINE, "plain Twisted echo: transport.write(data)",
+               peer_command("twisted_echo.py")),
+        Server("chatsvc-echo", "twistd chatsvc-echo: raw echo with flow control",
+               twistd_command("chatsvc-echo")),
+        Server(CANDIDATE, "twistd chatsvc-sendqueue: framed, per-session send queues",
+               twistd_command("chatsvc-sendqueue")),
+        Server("asyncio-echo", "framed DEV_ECHO echo on asyncio",
+               peer_command("asyncio_echo.py")),
+    ]
+    notes = []
+    if uvloop_installed():
+        servers.append(Server("uvloop-echo", "framed DEV_ECHO echo on uvloop",
+                              peer_command("asyncio_echo.py", "--uvloop")))
+    else:
+        notes.append("uvloop-echo skipped: uvloop is not installed"
+                     " (pip install uvloop)")
+    return servers, notes
+
+
+# --- processes ---------------------------------------------------------------
+
+
+def _child_setup(cores: frozenset[int] | None, nice: int) -> None:
+    """
+    In a new child: pin it to C{cores}, give it niceness C{nice}, and have it
+    killed if we die.
+    """
+    if cores:
+        os.sched_setaffinity(0, cores)
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        # With autogroup scheduling a new session is a new group, and niceness
+        # only counts within a group: give the group the same niceness.
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+            group.write(str(nice))
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(
+    argv: list[str],
+    cores: frozenset[int] | None,
+    stdout: IO[bytes] | int,
+    nice: int = 0,
+) -> subprocess.Popen[bytes]:
+    """
+    Start a child in its own session (a Ctrl-C reaches only us; we stop it).
+    """
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        start_new_session=True,
+        preexec_fn=functools.partial(_child_setup, cores, nice),
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """
+    Terminate a child, kill it if it lingers, and reap it.
+    """
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """
+    Return once C{port} accepts connections; fail if the server exits first.
+    """
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"server exited ({process.returncode}):\n{tail}")
+        with contextlib.suppress(OSError), socket.create_connection(
+            ("127.0.0.1", port), timeout=0.5
+        ):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not accept within 20 s; see {log}")
+
+
+@contextlib.contextmanager
+def running(
+    server: Server, cores: frozenset[int] | None, nice: int, log_dir: Path
+) -> Iterator[tuple[int, int]]:
+    """
+    Run C{server} on a free port; yield its pid and port; stop it afterwards.
+    """
+    port = free_port()
+    log = log_dir / f"{server.name}.log"
+    with log.open("ab") as output:
+        process = spawn(server.command(port), cores, output, nice)
+        try:
+            wait_for_port(process, port, log)
+            yield process.pid, port
+        finally:
+            stop(process)
+
+
+# --- measuring ---------------------------------------------------------------
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """
+    Split C{total} connections over C{parts} processes as evenly as possible.
+    """
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def run_load(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    server_pid: int,
+    port: int,
+    cores: frozenset[int] | None,
+) -> list[dict[str, Any]]:
+    """
+    Run the load processes for one scenario; return their reports.
+    """
+    start_at = time.time() + LAUNCH_ALLOWANCE + args.warmup
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for connections in shares(args.connections, args.load_procs):
+            argv = [
+                sys.executable, str(LOADGEN), "--port", str(port),
+                "--connections", str(connections), "--depth", str(scenario.depth),
+                "--size", str(scenario.size), "--warmup", str(args.warmup),
+                "--seconds", str(args.seconds), "--start-at", repr(start_at),
+                "--server-pid", str(server_pid),
+            ]
+            processes.append(spawn(argv, cores, subprocess.PIPE, args.nice))
+        timeout = LAUNCH_ALLOWANCE + args.warmup + args.seconds + 30
+        outputs = [process.communicate(timeout=timeout)[0] for process in processes]
+    finally:
+        for process in processes:
+            stop(process)
+    reports = []
+    for process, output in zip(processes, outputs, strict=True):
+        if not output.strip():
+            raise RuntimeError(f"load generator failed ({process.returncode})")
+        reports.append(json.loads(output))
+    return reports
+
+
+def percentile(histogram: Counter[int], fraction: float) -> float:
+    """
+    Return the latency (seconds) below which C{fraction} of the samples fall.
+    """
+    total = sum(histogram.values())
+    if not total:
+        return float("nan")
+    rank = fraction * total
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return bucket_seconds(bucket)
+    return bucket_seconds(max(histogram))
+
+
+def merge(
+    reports: list[dict[str, Any]], round_: int, server: str, scenario: Scenario
+) -> Sample:
+    """
+    Combine the reports of the load processes of one measurement.
+    """
+    histogram: Counter[int] = Counter()
+    for report in reports:
+        histogram.update({int(k): n for k, n in report["histogram"].items()})
+    first = reports[0]
+    seconds = first["seconds"]
+    load_cpu = sum(report["cpu_seconds"] for report in reports)
+    other = first["machine_busy_seconds"] - first["server_cpu_seconds"] - load_cpu
+    return Sample(
+        round=round_,
+        server=server,
+        mode=scenario.mode,
+        size=scenario.size,
+        msgs_per_s=sum(report["replies"] / report["seconds"] for report in reports),
+        p50_ms=percentile(histogram, 0.50) * 1e3,
+        p99_ms=percentile(histogram, 0.99) * 1e3,
+        load_cpu_pct=100 * load_cpu / seconds,
+        server_cpu_pct=100 * first["server_cpu_seconds"] / seconds,
+        other_cpu_pct=max(0.0, 100 * other / seconds),
+        errors=sum(report["error_count"] for report in reports),
+        loop=first["loop"],
+    )
+
+
+def describe(sample: Sample) -> str:
+    return (
+        f"[round {sample.round}] {sample.server:<17} {sample.mode:<9}"
+        f" {sample.size:>5} B: {sample.msgs_per_s:>9,.0f} msgs/s"
+        f"  p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms"
+        f"  load {sample.load_cpu_pct:3.0f}%  server {sample.server_cpu_pct:3.0f}%"
+        f"  other {sample.other_cpu_pct:3.0f}%"
+        + (f"  ERRORS {sample.errors}" if sample.errors else "")
+    )
+
+
+def run_rounds(
+    args: argparse.Namespace,
+    servers: list[Server],
+    scenarios: list[Scenario],
+    cores: tuple[frozenset[int] | None, frozenset[int] | None],
+    log_dir: Path,
+) -> list[Sample]:
+    """
+    Run every round: each server in turn, every scenario against it.
+    """
+    server_cores, load_cores = cores
+    samples = []
+    for round_ in range(1, args.rounds + 1):
+        for server in servers:
+            with running(server, server_cores, args.nice, log_dir) as (pid, port):
+                for scenario in scenarios:
+                    reports = run_load(args, scenario, pid, port, load_cores)
+                    sample = merge(reports, round_, server.name, scenario)
+                    print(describe(sample), file=sys.stderr, flush=True)
+                    samples.append(sample)
+    return samples
+
+
+# --- reporting ---------------------------------------------------------------
+
+
+def summarize(samples: list[Sample]) -> list[Row]:
+    """
+    Return the medians over rounds, in the order the samples were taken.
+    """
+    groups: dict[tuple[str, str, int], list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.server, sample.mode, sample.size), []).append(sample)
+    medians = {
+        key: statistics.median(s.msgs_per_s for s in group)
+        for key, group in groups.items()
+    }
+    efficiencies = {
+        key: statistics.median(s.msgs_per_cpu_s for s in group)
+        for key, group in groups.items()
+    }
+    rows = []
+    for (server, mode, size), group in groups.items():
+        rate = medians[(server, mode, size)]
+        baseline = medians.get((BASELINE, mode, size))
+        efficiency = efficiencies[(server, mode, size)]
+        baseline_efficiency = efficiencies.get((BASELINE, mode, size))
+        rates = [s.msgs_per_s for s in group]
+        rows.append(Row(
+            server=server,
+            mode=mode,
+            size=size,
+            msgs_per_s=rate,
+            p50_ms=statistics.median(s.p50_ms for s in group),
+            p99_ms=statistics.median(s.p99_ms for s in group),
+            load_cpu_pct=statistics.median(s.load_cpu_pct for s in group),
+            server_cpu_pct=statistics.median(s.server_cpu_pct for s in group),
+            other_cpu_pct=statistics.median(s.other_cpu_pct for s in group),
+            msgs_per_cpu_s=efficiency,
+            spread_pct=100 * (max(rates) - min(rates)) / rate if rate else 0.0,
+            ratio=rate / baseline if baseline else None,
+            cpu_ratio=(
+                efficiency / baseline_efficiency if baseline_efficiency else None
+            ),
+            errors=sum(s.errors for s in group),
+        ))
+    return rows
+
+
+def mode_label(mode: str, depth: int) -> str:
+    return "ping-pong" if mode == "pingpong" else f"pipelined x{depth}"
+
+
+def table(rows: list[Row], depth: int) -> str:
+    """
+    Return the rows as a markdown table, grouped by scenario.
+    """
+    lines = [
+        "| server | mode | size | msgs/s | p50 ms | p99 ms | load CPU % |"
+        " server CPU % | other CPU % | msgs/server CPU-s | spread |"
+        f" x {BASELINE} |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in sorted(rows, key=lambda r: (r.mode != "pingpong", r.size)):
+        load = f"{row.load_cpu_pct:.0f}"
+        if row.load_cpu_pct >= SATURATED_LOAD_CPU:
+            load += " (!)"
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
+        errors = f" ({row.errors} errors)" if row.errors else ""
+        lines.append(
+            f"| {row.server}{errors} | {mode_label(row.mode, depth)} | {row.size} B"
+            f" | {row.msgs_per_s:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f}"
+            f" | {load} | {row.server_cpu_pct:.0f} | {row.other_cpu_pct:.0f}"
+            f" | {row.msgs_per_cpu_s:,.0f} | ±{row.spread_pct / 2:.0f}% | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def paired_ratios(samples: list[Sample], mode: str, size: int) -> list[float]:
+    """
+    Return chatsvc-sendqueue / twisted-echo for each round that has both.
+    """
+    rates: dict[tuple[str, int], float] = {
+        (s.server, s.round): s.msgs_per_s
+        for s in samples
+        if s.mode == mode and s.size == size
+    }
+    rounds = sorted({r for (_, r) in rates})
+    return [
+        rates[(CANDIDATE, r)] / rates[(BASELINE, r)]
+        for r in rounds
+        if (CANDIDATE, r) in rates and rates.get((BASELINE, r))
+    ]
+
+
+def target_lines(rows: list[Row], samples: list[Sample], depth: int) -> list[str]:
+    """
+    Return the verdict on each target that the measured rows can check.
+    """
+    lines = []
+    for row in rows:
+        if row.server != CANDIDATE or row.ratio is None:
+            continue
+        need = TARGETS[row.mode]
+        ratios = paired_ratios(samples, row.mode, row.size)
+        verdict = "PASS" if row.ratio >= need else "FAIL"
+        per_cpu = (
+            "" if row.cpu_ratio is None else f"; per server CPU-s {row.cpu_ratio:.2f}x"
+        )
+        lines.append(
+            f"- {CANDIDATE} {mode_label(row.mode, depth)}, {row.size} B:"
+            f" {row.ratio:.2f}x {BASELINE} (target ≥ {need}x): **{verdict}**;"
+            f" per round {', '.join(f'{r:.2f}' for r in ratios)}{per_cpu}"
+        )
+    return lines
+
+
+def report(
+    args: argparse.Namespace,
+    rows: list[Row],
+    samples: list[Sample],
+    notes: list[str],
+    pinning: str,
+) -> str:
+    """
+    Return the whole markdown report.
+    """
+    loops = sorted({s.loop for s in samples})
+    lines = [
+        f"`{' '.join(['python', 'bench/echo.py', *sys.argv[1:]])}`",
+        "",
+        f"{args.connections} connections, {args.seconds:g} s measured after"
+        f" {args.warmup:g} s warm-up, median of {args.rounds} rounds;"
+        f" load: {args.load_procs} process(es) on {', '.join(loops)}; {pinning};"
+        f" server and load at niceness {args.nice}.",
+        f"Python {platform.python_version()}, {platform.machine()},"
+        f" {os.cpu_count()} cores.",
+        "",
+        table(rows, args.depth),
+        "",
+        "CPU % is of one core. other CPU % is what the rest of the machine used"
+        " meanwhile (noise). msgs/server CPU-s is msgs/s divided by the server's"
+        " CPU share. spread is half the min-max range of msgs/s over rounds."
+        " (!) marks a load generator near saturation.",
+    ]
+    targets = target_lines(rows, samples, args.depth)
+    if targets:
+        lines += ["", "Targets:", *targets]
+    if notes:
+        lines += ["", *(f"Note: {note}" for note in notes)]
+    return "\n".join(lines)
+
+
+# --- command line ------------------------------------------------------------
+
+
+def choose_cores(pin: bool) -> tuple[frozenset[int] | None, frozenset[int] | None, str]:
+    """
+    Return the server's cores, the load's cores and a description.
+    """
+    if not pin or not hasattr(os, "sched_getaffinity"):
+        return None, None, "not pinned"
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None, "not pinned (one core)"
+    server, load = frozenset(available[:1]), frozenset(available[1:])
+    return server, load, (
+        f"server pinned to core {available[0]},"
+        f" load to core(s) {', '.join(map(str, available[1:]))}"
+    )
+
+
+def csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(value: str) -> list[Any]:
+        return [kind(item) for item in value.split(",") if item]
+
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark chatsvc's echo stages against Twisted and asyncio.",
+    )
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="measured seconds per scenario (default 3)")
+    parser.add_argument("--warmup", type=float, default=1.0,
+                        help="warm-up seconds before each measurement (default 1)")
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--depth", type=int, default=32,
+                        help="packets in flight per connection when pipelined")
+    parser.add_argument("--sizes", type=csv(int), default=[32, 1024],
+                        help="packet sizes in bytes, header included (32,1024)")
+    parser.add_argument("--modes", type=csv(str), default=["pingpong", "pipelined"])
+    parser.add_argument("--servers", type=csv(str), default=None,
+                        help="only these servers (comma-separated names)")
+    parser.add_argument("--load-procs", type=int, default=1,
+                        help="load generator processes sharing the connections")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin server and load to separate cores")
+    parser.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
+                        help="niceness of server and load processes, to keep"
+                        " other work on a shared machine from taking their CPU"
+                        " (default -10 as root, else 0)")
+    parser.add_argument("--json", type=Path, help="write every sample here")
+    parser.add_argument("--log-dir", type=Path,
+                        help="keep the servers' logs here (default: discarded)")
+    args = parser.parse_args(argv)
+    if not set(args.modes) <= set(TARGETS):
+        parser.error(f"--modes: choose from {', '.join(TARGETS)}")
+    if not 1 <= args.load_procs <= args.connections:
+        parser.error("--load-procs must be 1..connections")
+    if args.rounds < 1 or args.seconds <= 0 or args.depth < 1:
+        parser.error("--rounds, --seconds and --depth must be positive")
+    return args
+
+
+def select(servers: list[Server], names: list[str] | None) -> list[Server]:
+    if names is None:
+        return servers
+    known = {server.name for server in servers}
+    unknown = set(names) - known
+    if unknown:
+        raise SystemExit(f"unknown or unavailable servers: {', '.join(unknown)}"
+                         f" (known: {', '.join(sorted(known))})")
+    return [server for server in servers if server.name in names]
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
+    available, notes = all_servers()
+    servers = select(available, args.servers)
+    scenarios = [
+        Scenario(mode, 1 if mode == "pingpong" else args.depth, size)
+        for mode in args.modes
+        for size in args.sizes
+    ]
+    server_cores, load_cores, pinning = choose_cores(args.pin)
+    if load_cores:
+        os.sched_setaffinity(0, load_cores)  # keep ourselves off the server's core
+    with contextlib.ExitStack() as stack:
+        if args.log_dir is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        else:
+            log_dir = args.log_dir
+            log_dir.mkdir(parents=True, exist_ok=True)
+        samples = run_rounds(
+            args, servers, scenarios, (server_cores, load_cores), log_dir
+        )
+    rows = summarize(samples)
+    print(report(args, rows, samples, notes, pinning))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "argv": sys.argv,
+            "pinning": pinning,
+            "notes": notes,
+            "rows": [asdict(row) for row in rows],
+            "samples": [asdict(sample) for sample in samples],
+        }, indent=1))
+    return 1 if any(row.errors for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

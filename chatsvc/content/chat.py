@@ -1,0 +1,308 @@
+# -*- test-case-name: tests.test_chat -*-
+"""
+The chat rules (the tutorial's ChatServer_01 to _03), as plain Python.
+
+L{ChatServer} is told of connections, requests and login results, and acts
+only through its L{Outbox}: it never touches a socket, a clock or a reactor,
+so every rule is testable by calling it. Connections are opaque hashable
+handles chosen by the caller (the Twisted shell passes its sessions).
+
+Each connection moves through NONE -> LOGIN -> ROOM; a login in progress
+(LOGGING_IN, while the back end checks the password) already holds its user id
+and its place under C{max_users}, so two logins with one id cannot both win.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Generic, Protocol, TypeVar
+
+from chatsvc.content.packets import (
+    ChatRequest,
+    EnterRoomRequest,
+    LeaveRoomRequest,
+    LoginRequest,
+    PacketId,
+    Request,
+    Result,
+    chat_notify,
+    leave_user_notify,
+    new_user_notify,
+    result_response,
+    user_list_notifies,
+)
+from chatsvc.content.presence import LocalPresence, Presence
+from chatsvc.content.ratelimit import TokenBucket
+from chatsvc.content.rooms import Room, Rooms
+from chatsvc.net.codec import DEFAULT_MAX_PACKET_SIZE
+
+H = TypeVar("H", bound=Hashable)
+H_contra = TypeVar("H_contra", bound=Hashable, contravariant=True)
+
+
+class Outbox(Protocol[H_contra]):
+    """
+    Everything L{ChatServer} asks of the world around it.
+    """
+
+    def send(self, to: H_contra, data: bytes) -> None:
+        """
+        Queue encoded packets for one connection.
+        """
+
+    def broadcast(self, to: Iterable[H_contra], data: bytes) -> None:
+        """
+        Queue the same encoded packets for many connections.
+        """
+
+    def check_login(self, client: H_contra, user_id: bytes, password: bytes) -> None:
+        """
+        Check the credentials and answer with L{ChatServer.login_checked}.
+        """
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """
+    The chat rules' settings.
+
+    @ivar chat_rate: chat messages per second a user may send on average;
+        0 turns the limit off.
+    @ivar chat_burst: how many chat messages a user may send at once.
+    """
+
+    rooms: int = 10
+    room_start: int = 0
+    room_capacity: int = 4
+    max_users: int = 10_000
+    chat_rate: float = 20.0
+    chat_burst: int = 40
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+
+    def __post_init__(self) -> None:
+        if self.rooms < 1:
+            raise ValueError("rooms must be at least 1")
+        if self.room_capacity < 1:
+            raise ValueError("room_capacity must be at least 1")
+        if self.max_users < 1:
+            raise ValueError("max_users must be at least 1")
+        if self.chat_rate < 0:
+            raise ValueError("chat_rate must be 0 (off) or positive")
+        if self.chat_burst < 1:
+            raise ValueError("chat_burst must be at least 1")
+        if self.max_packet_size < 64:
+            raise ValueError("max_packet_size must be at least 64")
+
+
+class State(Enum):
+    """
+    Where a connection is in the login/room state machine.
+    """
+
+    NONE = "none"
+    LOGGING_IN = "logging in"
+    LOGIN = "logged in"
+    ROOM = "in a room"
+
+
+class Client:
+    """
+    One connection as the chat rules see it.
+    """
+
+    __slots__ = ("bucket", "room", "state", "unique_id", "user_id")
+
+    def __init__(self) -> None:
+        self.state = State.NONE
+        self.user_id = b""
+        self.unique_id = 0
+        self.room: Room[Any, Client] | None = None
+        self.bucket: TokenBucket | None = None
+
+    def __repr__(self) -> str:
+        return f"<Client {self.user_id!r} {self.state.value}>"
+
+
+_LOGIN_OK = result_response(PacketId.LOGIN_RESPONSE, Result.NONE)
+_ENTER_OK = result_response(PacketId.ROOM_ENTER_RESPONSE, Result.NONE)
+_LEAVE_OK = result_response(PacketId.ROOM_LEAVE_RESPONSE, Result.NONE)
+_CHAT_OK = result_response(PacketId.ROOM_CHAT_RESPONSE, Result.NONE)
+
+
+class ChatServer(Generic[H]):
+    """
+    The login, room and chat rules of one server.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox[H],
+        config: ChatConfig | None = None,
+        *,
+        clock: Callable[[], float],
+        presence: Presence | None = None,
+        unique_ids: Iterator[int] | None = None,
+    ) -> None:
+        self.config = config = config or ChatConfig()
+        self._outbox = outbox
+        self._clock = clock
+        self.presence: Presence = presence if presence is not None else LocalPresence()
+        self._unique_ids = unique_ids if unique_ids is not None else itertools.count(1)
+        self.clients: dict[H, Client] = {}
+        self.users = 0
+        self.rooms: Rooms[H, Client] = Rooms(
+            config.room_start, config.rooms, config.room_capacity, outbox.broadcast
+        )
+
+    def connect(self, handle: H) -> None:
+        """
+        A connection opened.
+        """
+        self.clients[handle] = Client()
+
+    def disconnect(self, handle: H) -> None:
+        """
+        A connection closed: its user leaves its room and is logged out.
+        """
+        client = self.clients.pop(handle, None)
+        if client is None:
+            return
+        if client.room is not None:
+            self._leave_room(handle, client, client.room)
+        if client.state is not State.NONE:
+            self._log_out(client)
+
+    def handle(self, handle: H, request: Request) -> None:
+        """
+        Apply one client request.
+        """
+        client = self.clients.get(handle)
+        if client is None:
+            return
+        match request:
+            case ChatRequest():
+                self._chat(handle, client, request)
+            case LoginRequest():
+                self._login(handle, client, request)
+            case EnterRoomRequest():
+                self._enter(handle, client, request)
+            case LeaveRoomRequest():
+                self._leave(handle, client)
+
+    def login_checked(self, handle: H, accepted: bool) -> None:
+        """
+        The back end answered the login of C{handle}.
+        """
+        client = self.clients.get(handle)
+        if client is None or client.state is not State.LOGGING_IN:
+            return
+        if accepted:
+            client.state = State.LOGIN
+            client.unique_id = next(self._unique_ids)
+            self._outbox.send(handle, _LOGIN_OK)
+        else:
+            self._log_out(client)
+            self._reply(handle, PacketId.LOGIN_RESPONSE, Result.LOGIN_USER_INVALID_PW)
+
+    def end_of_turn(self) -> None:
+        """
+        Deliver the notifies published during this reactor turn.
+        """
+        self.rooms.flush()
+
+    def _reply(self, handle: H, packet_id: PacketId, result: Result) -> None:
+        self._outbox.send(handle, result_response(packet_id, result))
+
+    def _log_out(self, client: Client) -> None:
+        self.presence.release(client.user_id)
+        self.users -= 1
+        client.state = State.NONE
+        client.user_id = b""
+        client.unique_id = 0
+
+    def _login(self, handle: H, client: Client, request: LoginRequest) -> None:
+        user_id = request.user_id
+        if client.state is not State.NONE:
+            result = Result.LOGIN_USER_ALREADY
+        elif not user_id:
+            result = Result.LOGIN_USER_INVALID_PW
+        elif self.users >= self.config.max_users:
+            result = Result.LOGIN_USER_USED_ALL_OBJ
+        elif not self.presence.claim(user_id):
+            result = Result.LOGIN_USER_ALREADY
+        else:
+            self.users += 1
+            client.state = State.LOGGING_IN
+            client.user_id = user_id
+            self._outbox.check_login(handle, user_id, request.password)
+            return
+        self._reply(handle, PacketId.LOGIN_RESPONSE, result)
+
+    def _enter(self, handle: H, client: Client, request: EnterRoomRequest) -> None:
+        room = self.rooms.get(request.room_number)
+        if client.state is State.ROOM:
+            result = Result.ENTER_ROOM_INVALID_USER_STATUS
+        elif client.state is not State.LOGIN:
+            result = Result.ENTER_ROOM_NOT_FINDE_USER
+        elif room is None:
+            result = Result.ROOM_INVALID_INDEX
+        elif room.full:
+            result = Result.ENTER_ROOM_FULL_USER
+        else:
+            present = [(c.unique_id, c.user_id) for c in room.members.values()]
+            self.rooms.send_now(room, new_user_notify(client.unique_id, client.user_id))
+            self.rooms.enter(room, handle, client)
+            client.room = room
+            client.state = State.ROOM
+            send = self._outbox.send
+            send(handle, _ENTER_OK)
+            for packet in user_list_notifies(present, self.config.max_packet_size):
+                send(handle, packet)
+            return
+        self._reply(handle, PacketId.ROOM_ENTER_RESPONSE, result)
+
+    def _leave(self, handle: H, client: Client) -> None:
+        if client.room is not None:
+            self._leave_room(handle, client, client.room)
+            self._outbox.send(handle, _LEAVE_OK)
+            return
+        result = (
+            Result.ROOM_INVALID_INDEX
+            if client.state is State.LOGIN
+            else Result.ENTER_ROOM_NOT_FINDE_USER
+        )
+        self._reply(handle, PacketId.ROOM_LEAVE_RESPONSE, result)
+
+    def _leave_room(self, handle: H, client: Client, room: Room[H, Client]) -> None:
+        self.rooms.leave(room, handle)
+        client.room = None
+        client.state = State.LOGIN
+        self.rooms.send_now(room, leave_user_notify(client.unique_id))
+
+    def _chat(self, handle: H, client: Client, request: ChatRequest) -> None:
+        room = client.room
+        if room is None:
+            result = (
+                Result.CHAT_ROOM_INVALID_ROOM_NUMBER
+                if client.state is State.LOGIN
+                else Result.ENTER_ROOM_NOT_FINDE_USER
+            )
+        elif not self._within_rate(client):
+            result = Result.ROOM_TOO_MANY_PACKET
+        else:
+            self._outbox.send(handle, _CHAT_OK)
+            self.rooms.publish(room, chat_notify(client.user_id, request.message))
+            return
+        self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, result)
+
+    def _within_rate(self, client: Client) -> bool:
+        config = self.config
+        if not config.chat_rate:
+            return True
+        now = self._clock()
+        if client.bucket is None:
+            client.bucket = TokenBucket(config.chat_rate, config.chat_burst, now)
+        return client.bucket.allow(now)

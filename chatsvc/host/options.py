@@ -1,0 +1,177 @@
+# -*- test-case-name: tests.test_options -*-
+"""
+Command-line options of the three stages (C{twistd chatsvc-echo --help}, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from twisted.python import usage
+
+from chatsvc.content.chat import ChatConfig
+from chatsvc.host.redis_login import RedisURL
+from chatsvc.net.config import NetConfig
+
+DEFAULT_LISTEN = "tcp:11021"
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value} is negative")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"{value} is negative")
+    return number
+
+
+def _number(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"{value} is negative")
+    return number
+
+
+_count.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
+_seconds.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
+_number.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
+
+
+class NetOptions(usage.Options):
+    """
+    The options every stage has: where to listen and the connection limits.
+    """
+
+    optParameters: ClassVar[list[Any]] = [
+        [
+            "listen",
+            "l",
+            DEFAULT_LISTEN,
+            "Twisted server endpoint to listen on, e.g. tcp:11021:interface=127.0.0.1"
+            " or tcp6:11021:interface=\\:\\:1.",
+        ],
+        [
+            "max-connections",
+            None,
+            10_000,
+            "Connections above this are closed at once.",
+            _count,
+        ],
+        [
+            "max-packet-size",
+            None,
+            1024,
+            "Largest packet a client may send, in bytes"
+            " (the tutorial client's own maximum is 1024).",
+            _count,
+        ],
+        [
+            "send-queue-limit",
+            None,
+            256 * 1024,
+            "Unsent bytes per connection before it"
+            " is cut off as a slow consumer (the echo stage stops reading instead).",
+            _count,
+        ],
+        [
+            "idle-timeout",
+            None,
+            0.0,
+            "Close connections silent for this many seconds (0: never).",
+            _seconds,
+        ],
+    ]
+
+    def net_config(self) -> NetConfig:
+        """
+        The network settings these options describe.
+        """
+        return NetConfig(
+            max_connections=self["max-connections"],
+            max_packet_size=self["max-packet-size"],
+            send_queue_limit=self["send-queue-limit"],
+            idle_timeout=self["idle-timeout"],
+        )
+
+    def postOptions(self) -> None:
+        try:
+            self.net = self.net_config()
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class EchoOptions(NetOptions):
+    """
+    Options of C{chatsvc-echo}.
+    """
+
+    synopsis = "[options]  (raw echo: the tutorial's steps 1-3 and 7)"
+
+
+class SendQueueOptions(NetOptions):
+    """
+    Options of C{chatsvc-sendqueue}.
+    """
+
+    synopsis = "[options]  (framed DEV_ECHO through send queues: steps 4-6)"
+    optFlags: ClassVar[list[Any]] = [
+        ["disconnect-unknown", None, "Treat unknown packet ids as protocol errors."],
+    ]
+
+
+class ChatOptions(SendQueueOptions):
+    """
+    Options of C{chatsvc}, the chat server.
+    """
+
+    synopsis = "[options]  (the chat server: login, rooms, room chat; steps 8-10)"
+    optParameters: ClassVar[list[Any]] = [
+        [
+            "redis",
+            None,
+            None,
+            "Check logins against Redis at this URL"
+            " (redis://[user:password@]host:port/db, rediss:// for TLS);"
+            " without it any non-empty user id logs in.",
+        ],
+        ["redis-key-prefix", None, "", "Prefix of the Redis keys holding passwords."],
+        ["redis-timeout", None, 2.0, "Seconds to wait for Redis per login.", _seconds],
+        ["rooms", None, 10, "Number of rooms.", _count],
+        ["room-start", None, 0, "Number of the first room.", int],
+        ["room-capacity", None, 4, "Users per room.", _count],
+        ["max-users", None, 10_000, "Logged-in users per server.", _count],
+        [
+            "chat-rate",
+            None,
+            20.0,
+            "Chat messages per second per user (0: no limit).",
+            _number,
+        ],
+        ["chat-burst", None, 40, "Chat messages a user may send at once.", _count],
+    ]
+
+    def chat_config(self) -> ChatConfig:
+        """
+        The chat settings these options describe.
+        """
+        return ChatConfig(
+            rooms=self["rooms"],
+            room_start=self["room-start"],
+            room_capacity=self["room-capacity"],
+            max_users=self["max-users"],
+            chat_rate=self["chat-rate"],
+            chat_burst=self["chat-burst"],
+        )
+
+    def postOptions(self) -> None:
+        super().postOptions()
+        try:
+            self.chat = self.chat_config()
+            self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None

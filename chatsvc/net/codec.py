@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.test_codec -*-
+"""
+The packet codec: framing of the tutorial's binary protocol, without any I/O.
+
+Every packet is a 5-byte little-endian header (``PacketLength`` uint16 counting
+the whole packet, ``PacketId`` uint16, ``Type`` uint8) followed by the body.
+L{PacketDecoder} is fed bytes as they arrive and hands out complete packets;
+L{encode_packet} builds one.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple
+
+HEADER: Final = struct.Struct("<HHB")
+HEADER_SIZE: Final = HEADER.size
+MAX_WIRE_PACKET_SIZE: Final = 0xFFFF
+DEFAULT_MAX_PACKET_SIZE: Final = 1024
+
+_unpack_header_from = HEADER.unpack_from
+_pack_header = HEADER.pack
+
+
+class ProtocolError(Exception):
+    """
+    The peer broke the wire protocol; the connection cannot be trusted further.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Packet(NamedTuple):
+    """
+    One decoded packet: its id, its header's type byte and its body.
+    """
+
+    packet_id: int
+    type: int
+    body: bytes
+
+
+def encode_packet(packet_id: int, body: bytes = b"", packet_type: int = 0) -> bytes:
+    """
+    Return the wire form of one packet.
+
+    @raise ValueError: if the packet would not fit the 16-bit length field.
+    """
+    length = HEADER_SIZE + len(body)
+    if length > MAX_WIRE_PACKET_SIZE:
+        raise ValueError(f"packet of {length} bytes does not fit the length field")
+    return _pack_header(length, packet_id, packet_type) + body
+
+
+def pack_str(value: bytes | str, size: int) -> bytes:
+    """
+    Encode C{value} as a fixed-size, NUL-padded field of C{size} bytes.
+
+    Text is encoded as UTF-8. A value that exactly fills the field has no NUL.
+
+    @raise ValueError: if the value is longer than the field.
+    """
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    if len(raw) > size:
+        raise ValueError(f"{len(raw)} bytes do not fit a {size}-byte field")
+    return raw.ljust(size, b"\0")
+
+
+def unpack_str(field: bytes) -> bytes:
+    """
+    Return a fixed-size string field up to its first NUL (or all of it).
+    """
+    end = field.find(b"\0")
+    return field if end < 0 else field[:end]
+
+
+class PacketDecoder:
+    """
+    An incremental decoder: C{feed} it bytes, take complete packets with
+    C{next_packet}.
+
+    The unread bytes are kept with a read offset, so taking a packet copies only
+    that packet's body; the consumed prefix is dropped when more data arrives.
+    A length field below the header size or above C{max_packet_size} raises
+    L{ProtocolError}, and so does every later call: a broken stream stays broken.
+    """
+
+    def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
+        if not HEADER_SIZE <= max_packet_size <= MAX_WIRE_PACKET_SIZE:
+            raise ValueError(
+                f"max_packet_size must be {HEADER_SIZE}..{MAX_WIRE_PACKET_SIZE}"
+            )
+        self.max_packet_size = max_packet_size
+        self._buffer: bytes | bytearray = b""
+        self._offset = 0
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """
+        The number of bytes received and not yet handed out as packets.
+        """
+        return len(self._buffer) - self._offset
+
+    def feed(self, data: bytes) -> None:
+        """
+        Add bytes received from the peer.
+        """
+        if not data:
+            return
+        buffer = self._buffer
+        offset = self._offset
+        if offset == len(buffer):
+            # Nothing pending: decode straight out of the received bytes.
+            self._buffer = data
+            self._offset = 0
+        elif isinstance(buffer, bytearray):
+            if offset:
+                del buffer[:offset]
+                self._offset = 0
+            buffer += data
+        else:
+            pending = bytearray(memoryview(buffer)[offset:])
+            pending += data
+            self._buffer = pending
+            self._offset = 0
+
+    def next_packet(self) -> Packet | None:
+        """
+        Return the next complete packet, or L{None} until more bytes arrive.
+
+        @raise ProtocolError: if the stream is not valid framing.
+        """
+        if self._error is not None:
+            raise self._error
+        buffer = self._buffer
+        offset = self._offset
+        available = len(buffer) - offset
+        if available < HEADER_SIZE:
+            return None
+        length, packet_id, packet_type = _unpack_header_from(buffer, offset)
+        if length < HEADER_SIZE or length > self.max_packet_size:
+            self._error = ProtocolError(
+                f"packet length {length} outside {HEADER_SIZE}..{self.max_packet_size}"
+            )
+            raise self._error
+        if available < length:
+            return None
+        end = offset + length
+        self._offset = end
+        return Packet(packet_id, packet_type, bytes(buffer[offset + HEADER_SIZE : end]))
+
+    def close(self) -> None:
+        """
+        Declare the end of the stream.
+
+        @raise ProtocolError: if a partial packet was left over.
+        """
+        if self._error is None and self.buffered:
+            self._error = ProtocolError(
+                f"connection closed inside a packet ({self.buffered} bytes pending)"
+            )
+            raise self._error

@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.test_connection -*-
+"""
+What every stage's connections share: a session id, a connection limit and an
+idle timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, ClassVar, cast
+
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from chatsvc.net.config import NetConfig
+
+
+def default_reactor() -> IReactorTime:
+    """
+    Return the global reactor (installed on first use, as Twisted does).
+    """
+    from twisted.internet import reactor
+
+    return cast(IReactorTime, reactor)
+
+
+def describe_peer(address: IAddress | None) -> str:
+    """
+    Return C{host:port} (C{[host]:port} for IPv6) for a peer address.
+    """
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class LimitedFactory(ServerFactory):
+    """
+    Numbers connections, refuses those above C{config.max_connections} and
+    tracks the open ones.
+    """
+
+    log: ClassVar[Logger] = Logger()
+    noisy = False
+
+    def __init__(self, config: NetConfig, reactor: IReactorTime | None = None) -> None:
+        self.config = config
+        self.reactor = reactor or default_reactor()
+        self.connections: dict[int, ManagedConnection] = {}
+        self._ids = itertools.count(1)
+        self.refused = 0
+
+    def buildProtocol(self, addr: IAddress) -> ManagedConnection | None:  # type: ignore[override]
+        if len(self.connections) >= self.config.max_connections:
+            self.refused += 1
+            self.log.warn(
+                "Refused {peer}: {limit} connections open (--max-connections)",
+                peer=describe_peer(addr),
+                limit=self.config.max_connections,
+            )
+            return None
+        connection: ManagedConnection = super().buildProtocol(addr)  # type: ignore[assignment]
+        connection.session_id = next(self._ids)
+        return connection
+
+    def connection_opened(self, connection: ManagedConnection) -> None:
+        """
+        Count C{connection} as open.
+        """
+        self.connections[connection.session_id] = connection
+
+    def connection_closed(self, connection: ManagedConnection) -> None:
+        """
+        Count C{connection} as closed.
+        """
+        self.connections.pop(connection.session_id, None)
+
+
+class ManagedConnection(Protocol, TimeoutMixin):
+    """
+    A connection counted by a L{LimitedFactory}, with an idle timeout.
+    """
+
+    log: ClassVar[Logger] = Logger()
+    factory: LimitedFactory
+    session_id: int = 0
+    peer: str = "?"
+
+    def callLater(self, period: float, func: Any) -> Any:
+        return self.factory.reactor.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        self.peer = describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
+        self.factory.connection_opened(self)
+        if self.factory.config.idle_timeout:
+            self.setTimeout(self.factory.config.idle_timeout)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        self.factory.connection_closed(self)
+
+    def timeoutConnection(self) -> None:
+        self.log.info(
+            "Closing {peer} (session {session}): idle for {seconds} s",
+            peer=self.peer,
+            session=self.session_id,
+            seconds=self.factory.config.idle_timeout,
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]

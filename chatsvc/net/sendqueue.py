@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.test_sendqueue -*-
+"""
+The per-connection send queue: the tutorial's "one send in flight", the
+Twisted way.
+
+Everything queued for a connection during one reactor turn leaves as one
+C{transport.write}. The transport keeps at most its C{bufferSize} unsent; above
+that it pauses this queue (it is registered as the transport's streaming
+producer), and the queue holds further output itself, up to C{limit} bytes.
+Past that the receiver is too slow to keep up and the owner is told to cut it
+off, so one slow reader never costs unbounded memory or delays anybody else.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.interfaces import IPushProducer, ITransport
+from zope.interface import implementer
+
+from chatsvc.net.turn import Pump
+
+
+class SendQueueOwner(Protocol):
+    """
+    Told when the queue's receiver falls behind or catches up.
+    """
+
+    def output_paused(self) -> None:
+        """
+        The transport's buffer is full: stop producing input-driven output.
+        """
+
+    def output_resumed(self) -> None:
+        """
+        The transport drained its buffer.
+        """
+
+    def output_overflowed(self, pending: int) -> None:
+        """
+        More than the queue's limit is waiting: the receiver is too slow.
+        """
+
+
+@implementer(IPushProducer)
+class SendQueue:
+    """
+    Output for one connection, coalesced per reactor turn and bounded in bytes.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_owner",
+        "_pump",
+        "_scheduled",
+        "_transport",
+        "closed",
+        "limit",
+        "paused",
+        "pending",
+    )
+
+    def __init__(
+        self, transport: ITransport, pump: Pump, limit: int, owner: SendQueueOwner
+    ) -> None:
+        self._transport = transport
+        self._pump = pump
+        self._owner = owner
+        self._chunks: list[bytes] = []
+        self._scheduled = False
+        self.limit = limit
+        self.pending = 0
+        self.paused = False
+        self.closed = False
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+
+    def push(self, data: bytes) -> None:
+        """
+        Queue C{data} to be written at the end of this reactor turn.
+        """
+        if self.closed:
+            return
+        self._chunks.append(data)
+        self.pending += len(data)
+        if self.pending > self.limit:
+            self._owner.output_overflowed(self.pending)
+        elif not self._scheduled and not self.paused:
+            self._scheduled = True
+            self._pump.dirty(self)
+
+    def flush(self) -> None:
+        """
+        Hand everything queued to the transport as one write.
+        """
+        self._scheduled = False
+        chunks = self._chunks
+        if self.paused or self.closed or not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.pending = 0
+        self._transport.write(data)
+
+    def close(self) -> None:
+        """
+        Drop whatever is queued and accept nothing more.
+        """
+        self.closed = True
+        self._chunks.clear()
+        self.pending = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self._owner.output_paused()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.flush()
+        if not self.paused:
+            self._owner.output_resumed()
+
+    def stopProducing(self) -> None:
+        self.close()

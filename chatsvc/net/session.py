@@ -1,0 +1,223 @@
+# -*- test-case-name: tests.test_session -*-
+"""
+The framed-protocol session: one per connection, the tutorial's OnConnect /
+OnReceive / OnClose seen from the application.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+
+from chatsvc.net.codec import Packet, PacketDecoder, ProtocolError
+from chatsvc.net.config import NetConfig
+from chatsvc.net.connection import LimitedFactory, ManagedConnection
+from chatsvc.net.sendqueue import SendQueue
+from chatsvc.net.turn import Pump
+
+
+class Application(Protocol):
+    """
+    What a stage plugs into the network layer: it is told of connections,
+    packets and disconnections, and answers through L{Session.send}.
+    """
+
+    def connected(self, session: Session) -> None:
+        """
+        C{session} is open.
+        """
+
+    def packet_received(self, session: Session, packet: Packet) -> None:
+        """
+        A complete packet arrived on C{session}.
+        """
+
+    def disconnected(self, session: Session, reason: Failure) -> None:
+        """
+        C{session} is closed; nothing sent to it is delivered any more.
+        """
+
+
+class Session(ManagedConnection):
+    """
+    Decodes one connection's packets, hands them to the application in fair
+    batches and sends its answers through a L{SendQueue}.
+    """
+
+    factory: SessionFactory
+    queue: SendQueue
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        factory = self.factory
+        config = factory.config
+        self._app = factory.application
+        self._pump = factory.pump
+        self._batch_size = config.batch_size
+        self._input_limit = config.input_buffer_limit
+        self.decoder = PacketDecoder(config.max_packet_size)
+        assert self.transport is not None
+        self.queue = SendQueue(
+            self.transport, self._pump, config.send_queue_limit, self
+        )
+        self._scheduled = False
+        self._reading_paused = False
+        self._output_paused = False
+        self.closing = False
+        self._app.connected(self)
+
+    def send(self, data: bytes) -> None:
+        """
+        Queue encoded packets for this connection.
+        """
+        self.queue.push(data)
+
+    def close(self, reason: str) -> None:
+        """
+        Log C{reason} and close the connection once queued output is written.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self.log.info(
+            "Closing {peer} (session {session}): {reason}",
+            peer=self.peer,
+            session=self.session_id,
+            reason=reason,
+        )
+        self.queue.flush()
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.resetTimeout()
+        decoder = self.decoder
+        decoder.feed(data)
+        if not self._scheduled and not self._output_paused:
+            self._scheduled = True
+            self._pump.ready(self)
+        if decoder.buffered > self._input_limit and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def process_batch(self) -> bool:
+        """
+        Hand at most one batch of packets to the application; return whether
+        more complete packets may be waiting.
+        """
+        next_packet = self.decoder.next_packet
+        packet_received = self._app.packet_received
+        try:
+            for _ in range(self._batch_size):
+                if self.closing or self._output_paused:
+                    break
+                packet = next_packet()
+                if packet is None:
+                    break
+                packet_received(self, packet)
+            else:
+                return True
+        except ProtocolError as e:
+            self._protocol_error(e)
+        self._scheduled = False
+        self._maybe_resume_reading()
+        return False
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._reading_paused
+            and not self.closing
+            and not self._output_paused
+            and self.decoder.buffered <= self._input_limit
+        ):
+            self._reading_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        self.closing = True
+        self.log.warn(
+            "Protocol error from {peer} (session {session}): {reason}; disconnecting",
+            peer=self.peer,
+            session=self.session_id,
+            reason=error.reason,
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def output_paused(self) -> None:
+        self._output_paused = True
+        if not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def output_resumed(self) -> None:
+        self._output_paused = False
+        if self.decoder.buffered and not self._scheduled and not self.closing:
+            self._scheduled = True
+            self._pump.ready(self)
+        self._maybe_resume_reading()
+
+    def output_overflowed(self, pending: int) -> None:
+        self.queue.close()
+        if self.closing:
+            return
+        self.closing = True
+        self.log.warn(
+            "Slow consumer {peer} (session {session}): {pending} bytes unsent, "
+            "over the send-queue limit of {limit}; disconnecting",
+            peer=self.peer,
+            session=self.session_id,
+            pending=pending,
+            limit=self.queue.limit,
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.queue.close()
+        if not self.closing:
+            self._drain_input()
+        self.closing = True
+        super().connectionLost(reason)
+        self._app.disconnected(self, reason)
+
+    def _drain_input(self) -> None:
+        """
+        Process every complete packet that arrived before the peer closed: the
+        server received them, so they are not dropped.
+        """
+        decoder = self.decoder
+        try:
+            while (packet := decoder.next_packet()) is not None:
+                self._app.packet_received(self, packet)
+            decoder.close()
+        except ProtocolError as e:
+            self.log.warn(
+                "Protocol error from {peer} (session {session}): {reason}",
+                peer=self.peer,
+                session=self.session_id,
+                reason=e.reason,
+            )
+
+
+class SessionFactory(LimitedFactory):
+    """
+    Builds L{Session}s for one application, sharing one L{Pump}.
+    """
+
+    protocol = Session  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        application: Application,
+        config: NetConfig,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        super().__init__(config, reactor)
+        self.application = application
+        self.pump = Pump(self.reactor)
+
+    def buildProtocol(self, addr: IAddress) -> Session | None:  # type: ignore[override]
+        return super().buildProtocol(addr)  # type: ignore[return-value]

@@ -1,0 +1,11 @@
+# twistd -ny tac/echo.tac: the echo stage (tutorial steps 1-3 and 7) with the
+# default limits, on tcp:11021 or on the endpoint in $CHATSVC_LISTEN.
+import os
+
+from twisted.application import service
+
+from chatsvc import NetConfig, echo_service
+
+application = service.Application("chatsvc-echo")
+listen = os.environ.get("CHATSVC_LISTEN", "tcp:11021")
+echo_service(listen, NetConfig()).setServiceParent(application)

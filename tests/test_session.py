@@ -1,0 +1,236 @@
+"""
+Tests for L{chatsvc.net.session} and L{chatsvc.net.turn}: decoding into fair
+batches, one write per turn, protocol errors, slow consumers.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from chatsvc.net.codec import Packet, encode_packet
+from chatsvc.net.config import NetConfig
+from chatsvc.net.session import Session, SessionFactory
+
+
+class RecordingApp:
+    """
+    Records what the network layer tells it; echoes packets when asked to.
+    """
+
+    def __init__(self, echo: bool = False) -> None:
+        self.echo = echo
+        self.log: list[tuple[str, int, Packet | None]] = []
+
+    def connected(self, session: Session) -> None:
+        self.log.append(("connected", session.session_id, None))
+
+    def packet_received(self, session: Session, packet: Packet) -> None:
+        self.log.append(("packet", session.session_id, packet))
+        if self.echo:
+            session.send(encode_packet(packet.packet_id, packet.body))
+
+    def disconnected(self, session: Session, reason: Failure) -> None:
+        self.log.append(("disconnected", session.session_id, None))
+
+    def packets(self, session_id: int | None = None) -> list[Packet]:
+        return [
+            p
+            for kind, sid, p in self.log
+            if p is not None and (session_id is None or sid == session_id)
+        ]
+
+
+class SessionTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.app = RecordingApp(echo=True)
+        self.config = NetConfig(
+            batch_size=4, send_queue_limit=4096, input_buffer_limit=2048
+        )
+        self.factory = SessionFactory(self.app, self.config, self.reactor)
+
+    def connect(self, port: int = 1000) -> tuple[Session, StringTransport]:
+        addr = IPv4Address("TCP", "127.0.0.1", port)
+        session = self.factory.buildProtocol(addr)
+        assert session is not None
+        transport = StringTransport(peerAddress=addr)
+        session.makeConnection(transport)
+        return session, transport
+
+    def turn(self) -> None:
+        """
+        Run exactly one reactor turn's worth of the pump.
+        """
+        self.factory.pump.run_now()
+
+
+class SessionTests(SessionTestCase):
+    def test_session_ids_unique(self) -> None:
+        ids = {self.connect(port)[0].session_id for port in range(1000, 1050)}
+        self.assertEqual(len(ids), 50)
+
+    def test_connected_and_disconnected(self) -> None:
+        session, _transport = self.connect()
+        session.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(
+            self.app.log,
+            [
+                ("connected", session.session_id, None),
+                ("disconnected", session.session_id, None),
+            ],
+        )
+        self.assertEqual(self.factory.connections, {})
+
+    def test_packets_wait_for_the_turn(self) -> None:
+        """
+        C{dataReceived} only buffers: the I/O path never runs application logic.
+        """
+        session, _transport = self.connect()
+        session.dataReceived(encode_packet(1, b"a"))
+        self.assertEqual(self.app.packets(), [])
+        self.turn()
+        self.assertEqual(self.app.packets(), [Packet(1, 0, b"a")])
+
+    def test_one_write_per_turn(self) -> None:
+        """
+        Everything answered during a turn leaves in one write.
+        """
+        session, transport = self.connect()
+        writes: list[bytes] = []
+        transport.write = writes.append  # type: ignore[method-assign]
+        session.dataReceived(encode_packet(1, b"a") + encode_packet(1, b"b"))
+        session.dataReceived(encode_packet(1, b"c"))
+        self.turn()
+        self.assertEqual(
+            writes,
+            [encode_packet(1, b"a") + encode_packet(1, b"b") + encode_packet(1, b"c")],
+        )
+
+    def test_batches_are_fair(self) -> None:
+        """
+        A client that sends many packets at once delays others by at most one
+        batch per turn: sessions take turns, batch by batch.
+        """
+        flood, _ = self.connect(1)
+        quiet, _ = self.connect(2)
+        flood.dataReceived(b"".join(encode_packet(1, b"%d" % i) for i in range(10)))
+        quiet.dataReceived(encode_packet(2, b"q"))
+        self.turn()
+        order = [sid for kind, sid, p in self.app.log if kind == "packet"]
+        self.assertEqual(order, [flood.session_id] * 4 + [quiet.session_id])
+        self.turn()
+        self.turn()
+        self.assertEqual(
+            [p.body for p in self.app.packets(flood.session_id)],
+            [b"%d" % i for i in range(10)],
+        )
+
+    def test_reading_pauses_above_input_limit(self) -> None:
+        session, transport = self.connect()
+        many = b"".join(encode_packet(1, b"x" * 95) for _ in range(30))
+        session.dataReceived(many)
+        self.assertEqual(transport.producerState, "paused")
+        for _ in range(10):
+            self.turn()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(self.app.packets()), 30)
+
+    def test_reads_after_pause_are_kept(self) -> None:
+        """
+        The IOCP reactor may deliver reads after C{pauseProducing}: they are
+        buffered and processed like any other.
+        """
+        session, _transport = self.connect()
+        many = b"".join(encode_packet(1, b"x" * 95) for _ in range(30))
+        session.dataReceived(many)
+        session.dataReceived(many)
+        for _ in range(20):
+            self.turn()
+        self.assertEqual(len(self.app.packets()), 60)
+
+    def test_protocol_error_closes_only_that_session(self) -> None:
+        bad, bad_transport = self.connect(1)
+        good, good_transport = self.connect(2)
+        with capturedLogs() as events:
+            bad.dataReceived(struct.pack("<HHB", 0, 1, 0))
+            good.dataReceived(encode_packet(1, b"fine"))
+            self.turn()
+        self.assertTrue(bad_transport.disconnecting)
+        self.assertFalse(good_transport.disconnecting)
+        self.assertEqual(good_transport.value(), encode_packet(1, b"fine"))
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["peer"], "127.0.0.1:1")
+        self.assertIn("packet length 0", warnings[0]["reason"])
+
+    def test_packets_before_the_error_are_handled(self) -> None:
+        session, transport = self.connect()
+        session.dataReceived(encode_packet(1, b"a") + struct.pack("<HHB", 4, 1, 0))
+        self.turn()
+        self.assertEqual(self.app.packets(), [Packet(1, 0, b"a")])
+        self.assertTrue(transport.disconnecting)
+
+    def test_header_cut_off_by_disconnect(self) -> None:
+        session, _transport = self.connect()
+        session.dataReceived(b"\x07\x00\x01")
+        with capturedLogs() as events:
+            session.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(len(events), 1)
+        self.assertIn("closed inside a packet", events[0]["reason"])
+
+    def test_packets_received_before_close_are_handled(self) -> None:
+        """
+        Complete packets that arrived before the peer closed are not lost.
+        """
+        session, _transport = self.connect()
+        session.dataReceived(b"".join(encode_packet(1, b"%d" % i) for i in range(9)))
+        session.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(len(self.app.packets()), 9)
+        self.assertEqual(self.app.log[-1][0], "disconnected")
+        self.turn()
+        self.assertEqual(len(self.app.packets()), 9)
+
+    def test_output_pause_holds_output_and_input(self) -> None:
+        """
+        While the transport is full the queue keeps output and the session
+        stops taking input; both resume when it drains.
+        """
+        session, transport = self.connect()
+        session.queue.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        session.dataReceived(encode_packet(1, b"a"))
+        self.turn()
+        self.assertEqual(self.app.packets(), [])
+        session.queue.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.turn()
+        self.assertEqual(transport.value(), encode_packet(1, b"a"))
+
+    def test_slow_consumer_is_cut_off(self) -> None:
+        slow, slow_transport = self.connect(1)
+        other, other_transport = self.connect(2)
+        slow.queue.pauseProducing()
+        with capturedLogs() as events:
+            for _ in range(5):
+                slow.send(b"x" * 1000)
+                other.send(b"y" * 1000)
+                self.turn()
+        self.assertTrue(slow_transport.disconnecting)
+        self.assertEqual(slow_transport.value(), b"")
+        self.assertFalse(other_transport.disconnecting)
+        self.assertEqual(other_transport.value(), b"y" * 5000)
+        self.assertEqual(len(events), 1)
+        self.assertIn("Slow consumer", events[0]["log_format"])
+
+    def test_close_flushes_then_disconnects(self) -> None:
+        session, transport = self.connect()
+        session.send(b"bye")
+        session.close("test")
+        self.assertEqual(transport.value(), b"bye")
+        self.assertTrue(transport.disconnecting)
