@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run trial test modules under Twisted's IOCP reactor on Windows CPython under Wine.
 #
-#   .ci/iocp.sh [trial module names...]        (default: tests.integration)
+#   .ci/iocp.sh [trial args/module names...]   (default: tests.integration)
 #
 # Builds (once) a cached Wine prefix + embeddable Windows CPython with the
 # project's dependencies in ${CHATSVC_WINE_DIR:-~/.cache/chatsvc-wine}, starts a
@@ -17,6 +17,7 @@ repo=$(cd "$here/.." && pwd)
 cache=${CHATSVC_WINE_DIR:-${HOME:-/tmp}/.cache/chatsvc-wine}
 host_python=${CHATSVC_HOST_PYTHON:-python3}
 test_timeout=${CHATSVC_WINE_TEST_TIMEOUT:-420}
+budget=${CHATSVC_WINE_BUDGET:-570}  # whole script, seconds
 
 embed_version=3.13.0
 embed_sha256=6e57af03c2cb64dd5191f76274b97fc630b3001bde59f82cf1e252e7e02d6754
@@ -34,7 +35,7 @@ die() { log "error: $*"; exit 1; }
 
 # pip on the Linux host, without the noise of this machine's local indexes.
 host_pip() {
-    "$host_python" -m pip --disable-pip-version-check "$@" 2> >(
+    timeout 300 "$host_python" -m pip --disable-pip-version-check "$@" 2> >(
         grep -v -e "^WARNING: Location 'file:" -e "Running pip as the 'root' user" >&2 || true)
 }
 
@@ -43,8 +44,8 @@ if ! command -v wine >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/nul
     log "installing wine and mingw-w64 from Debian"
     sudo=()
     if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
-    "${sudo[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends \
+    timeout 120 "${sudo[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive timeout 300 "${sudo[@]}" apt-get install -y -q --no-install-recommends \
         wine wine64 gcc-mingw-w64-x86-64-win32
 fi
 
@@ -59,11 +60,12 @@ python_exe="$pydir/python.exe"
 winpath() { local p=$1; printf 'Z:%s' "${p//\//\\}"; }
 
 # Every wine command goes through here: bounded in time, no regular files as
-# std handles (Windows python dies with "[WinError 6] Invalid handle" otherwise).
+# std handles (Windows python dies with "[WinError 6] Invalid handle" otherwise),
+# and without the cache lock's fd (wineserver outlives the command).
 wine_run() {
     local secs=$1
     shift
-    timeout -k 10 "$secs" "$@" </dev/null 2>&1 | cat
+    timeout -k 10 "$secs" "$@" </dev/null 9>&- 2>&1 | cat
 }
 
 mkdir -p "$cache"
@@ -80,7 +82,7 @@ cleanup() {
         wait "$redis_pid" 2>/dev/null || true
     fi
     if [ -n "$wineserver_started" ]; then
-        timeout 30 wineserver -k >/dev/null 2>&1 || true
+        timeout 30 wineserver -k >/dev/null 2>&1 9>&- || true
     fi
     rm -rf "$tmp"
 }
@@ -136,9 +138,9 @@ python_key=$(printf '%s\n' "v1" "$prefix_key" "$embed_sha256" "$py_version" \
 if [ "$(cat "$cache/prefix.ok" 2>/dev/null)" != "$prefix_key" ]; then
     log "building Wine prefix in $WINEPREFIX"
     rm -rf "$cache/prefix.ok" "$cache/python.ok" "$WINEPREFIX" "$pydir"
-    timeout 30 wineserver -k >/dev/null 2>&1 || true
-    wine_run 180 wineboot -i >/dev/null
-    timeout 60 wineserver -w
+    timeout 30 wineserver -k >/dev/null 2>&1 9>&- || true
+    wine_run 180 wineboot -i >"$tmp/wineboot.log" || { cat "$tmp/wineboot.log" >&2; die "wineboot failed"; }
+    timeout 60 wineserver -w 9>&-
     # Wine 8 has no bcryptprimitives.dll, which the `cryptography` wheel needs.
     x86_64-w64-mingw32-gcc -O2 -Wall -shared -nostdlib -e DllMain -s \
         -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
@@ -204,7 +206,7 @@ redis_ping() {
 for _ in 1 2 3 4 5; do
     redis_port=$(free_port)
     "$redis_server" --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-        --daemonize no --logfile "" --loglevel warning >"$tmp/redis.log" 2>&1 &
+        --daemonize no --logfile "" --loglevel warning >"$tmp/redis.log" 2>&1 9>&- &
     redis_pid=$!
     for _ in $(seq 50); do
         if redis_ping "$redis_port"; then break 2; fi
@@ -221,8 +223,8 @@ done
 # A persistent wineserver, warmed up with std handles on /dev/null, keeps Wine's
 # helper processes (services.exe, explorer.exe, ...) from inheriting our pipes.
 wineserver_started=1
-timeout 30 wineserver -p >/dev/null 2>&1 </dev/null
-timeout 60 wine cmd /c exit >/dev/null 2>&1 </dev/null
+timeout 30 wineserver -p >/dev/null 2>&1 </dev/null 9>&-
+wine_run 60 wine cmd /c exit >/dev/null
 
 win_pythonpath=$(winpath "$repo")
 if [ -d "$repo/src" ]; then win_pythonpath+=";$(winpath "$repo/src")"; fi
@@ -238,11 +240,15 @@ export PYTHONUTF8=1 PYTHONUNBUFFERED=1
 export CHATSVC_EXPECT_REACTOR=iocp
 export CHATSVC_TEST_REDIS="127.0.0.1:$redis_port"
 
-log "redis on $CHATSVC_TEST_REDIS; running trial --reactor=iocp $*"
+if [ $((budget - SECONDS)) -lt "$test_timeout" ]; then test_timeout=$((budget - SECONDS)); fi
+[ "$test_timeout" -ge 30 ] || die "setup used up the time budget (${budget}s)"
+
+log "redis on $CHATSVC_TEST_REDIS; running trial --reactor=iocp $* (timeout ${test_timeout}s)"
 cd "$repo"
 status=0
+# trial's temp dir (test.log, _trial_temp) stays in the cache for inspection.
 wine_run "$test_timeout" wine "$python_exe" -m twisted.trial --reactor=iocp \
-    --temp-directory="$(winpath "$tmp/_trial_temp")" "$@" | tee "$tmp/trial.log" || status=$?
+    --temp-directory="$(winpath "$cache/_trial_temp")" "$@" | tee "$tmp/trial.log" || status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
     log "trial timed out after ${test_timeout}s"
 fi

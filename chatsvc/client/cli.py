@@ -30,6 +30,7 @@ from typing import Final, NoReturn, Protocol, TextIO, cast
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.internet.protocol import connectionDone
@@ -201,6 +202,16 @@ class Clock(Protocol):
     ) -> DelayedCall: ...
 
 
+class DelayedCall(Protocol):
+    """
+    The part of C{IDelayedCall} the client uses.
+    """
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+
 class Reactor(Clock, Protocol):
     """
     The part of the reactor L{run} uses besides L{Clock} (the endpoint takes
@@ -210,16 +221,6 @@ class Reactor(Clock, Protocol):
     def addSystemEventTrigger(
         self, phase: str, eventType: str, callable: Callable[..., object], /
     ) -> object: ...
-
-
-class DelayedCall(Protocol):
-    """
-    The part of C{IDelayedCall} the client uses.
-    """
-
-    def active(self) -> bool: ...
-
-    def cancel(self) -> None: ...
 
 
 class _Transport(Protocol):
@@ -682,6 +683,9 @@ def _stdio(terminal: Terminal) -> None:
 
 
 def _describe_connect_error(error: BaseException) -> str:
+    if isinstance(error, ConnectError) and error.args and error.args[0]:
+        # The system's words ("Connection refused"), without Twisted's preamble.
+        return str(error.args[0])
     text = str(error).strip() or type(error).__name__
     return text.rstrip(".")
 
@@ -720,9 +724,10 @@ async def run(reactor: Reactor, options: argparse.Namespace) -> None:
     except CancelledError:
         raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as e:
+        host = f"[{options.host}]" if ":" in options.host else options.host
+        address = f"{host}:{options.port}"
         print(
-            f"{PROGRAM}: cannot connect to {options.host}:{options.port}:"
-            f" {_describe_connect_error(e)}",
+            f"{PROGRAM}: cannot connect to {address}: {_describe_connect_error(e)}",
             file=sys.stderr,
         )
         raise SystemExit(EXIT_UNREACHABLE) from None
