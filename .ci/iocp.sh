@@ -59,13 +59,29 @@ python_exe="$pydir/python.exe"
 # Linux absolute path -> Windows path on Wine's Z: drive (which maps /).
 winpath() { local p=$1; printf 'Z:%s' "${p//\//\\}"; }
 
-# Every wine command goes through here: bounded in time, no regular files as
-# std handles (Windows python dies with "[WinError 6] Invalid handle" otherwise),
-# and without the cache lock's fd (wineserver outlives the command).
+# Runs a wine command, bounded in time, printing its output. A Windows python
+# whose std handles are regular files dies ("[WinError 6] Invalid handle"), so
+# output goes through a fifo; Windows processes it leaves behind would keep
+# the fifo open, so they are killed once the command is over. fd 9 (the cache
+# lock) is not passed on: wineserver outlives the command.
 wine_run() {
-    local secs=$1
+    local secs=$1 rc=0 reader
     shift
-    timeout -k 10 "$secs" "$@" </dev/null 9>&- 2>&1 | cat
+    rm -f "$tmp/wine.fifo"
+    mkfifo "$tmp/wine.fifo"
+    cat "$tmp/wine.fifo" 9>&- &
+    reader=$!
+    timeout -k 10 "$secs" "$@" </dev/null >"$tmp/wine.fifo" 2>&1 9>&- || rc=$?
+    for _ in $(seq 30); do
+        kill -0 "$reader" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$reader" 2>/dev/null; then
+        log "killing Windows processes left behind"
+        timeout 30 wineserver -k >/dev/null 2>&1 9>&- || true
+    fi
+    wait "$reader" || true
+    return "$rc"
 }
 
 mkdir -p "$cache"
@@ -139,7 +155,8 @@ if [ "$(cat "$cache/prefix.ok" 2>/dev/null)" != "$prefix_key" ]; then
     log "building Wine prefix in $WINEPREFIX"
     rm -rf "$cache/prefix.ok" "$cache/python.ok" "$WINEPREFIX" "$pydir"
     timeout 30 wineserver -k >/dev/null 2>&1 9>&- || true
-    wine_run 180 wineboot -i >"$tmp/wineboot.log" || { cat "$tmp/wineboot.log" >&2; die "wineboot failed"; }
+    timeout -k 10 180 wineboot -i </dev/null >"$tmp/wineboot.log" 2>&1 9>&- ||
+        { cat "$tmp/wineboot.log" >&2; die "wineboot failed"; }
     timeout 60 wineserver -w 9>&-
     # Wine 8 has no bcryptprimitives.dll, which the `cryptography` wheel needs.
     x86_64-w64-mingw32-gcc -O2 -Wall -shared -nostdlib -e DllMain -s \
@@ -224,7 +241,7 @@ done
 # helper processes (services.exe, explorer.exe, ...) from inheriting our pipes.
 wineserver_started=1
 timeout 30 wineserver -p >/dev/null 2>&1 </dev/null 9>&-
-wine_run 60 wine cmd /c exit >/dev/null
+timeout -k 10 60 wine cmd /c exit </dev/null >/dev/null 2>&1 9>&-
 
 win_pythonpath=$(winpath "$repo")
 if [ -d "$repo/src" ]; then win_pythonpath+=";$(winpath "$repo/src")"; fi

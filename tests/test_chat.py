@@ -240,7 +240,7 @@ class EnterTests(ChatTestCase):
     def test_enter_empty_room(self) -> None:
         self.connect("a")
         self.login("a")
-        self.assertEqual(self.enter("a", 3), [Response(ENTER, 0)])
+        self.assertEqual(self.enter("a", 3), [Response(ENTER, 0), UserList(())])
         self.assertIs(self.server.clients["a"].state, State.ROOM)
 
     def test_enter_gets_user_list_and_others_get_new_user(self) -> None:
@@ -305,7 +305,7 @@ class EnterTests(ChatTestCase):
         self.login("a")
         self.assertEqual(self.enter("a", 0), [Response(ENTER, 61)])
         self.assertEqual(self.enter("a", 103), [Response(ENTER, 61)])
-        self.assertEqual(self.enter("a", 102), [Response(ENTER, 0)])
+        self.assertEqual(self.enter("a", 102), [Response(ENTER, 0), UserList(())])
 
     def test_already_in_room(self) -> None:
         self.in_room(1, "a")

@@ -144,8 +144,10 @@ class ResponseTests(SynchronousTestCase):
         packets = list(user_list_notifies(users, max_packet_size=4096))
         self.assertEqual([p[5] for p in packets], [127, 127, 46])
 
-    def test_no_users_no_packet(self) -> None:
-        self.assertEqual(list(user_list_notifies([])), [])
+    def test_empty_room_is_an_empty_list(self) -> None:
+        self.assertEqual(list(user_list_notifies([])), [encode_packet(209, b"\0")])
+        empty = self.decode(encode_packet(209, b"\0"))
+        self.assertEqual(parse_event(empty), UserList(()))
 
     def decode(self, data: bytes) -> Packet:
         decoder = PacketDecoder()

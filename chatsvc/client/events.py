@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from chatsvc.content.packets import CHAT_MSG_FIELD, USER_ID_FIELD, PacketId, Result
 from chatsvc.net.codec import Packet, ProtocolError, unpack_str
 
-_RESULT = struct.Struct("<H")
+_LOGIN_RESULT = struct.Struct("<H")
+_RESULT = struct.Struct("<h")
 _USER_ENTRY = struct.Struct("<qb")
 _UNIQUE_ID = struct.Struct("<q")
 _NOTIFY_BODY = USER_ID_FIELD + CHAT_MSG_FIELD
@@ -118,9 +119,10 @@ def parse_event(packet: Packet) -> Event:
                 unpack_str(body[:USER_ID_FIELD]), unpack_str(body[USER_ID_FIELD:])
             )
         if packet_id in _RESPONSES:
-            if len(body) != _RESULT.size:
+            layout = _LOGIN_RESULT if packet_id == PacketId.LOGIN_RESPONSE else _RESULT
+            if len(body) != layout.size:
                 raise ProtocolError(f"response {packet_id} body of {len(body)} bytes")
-            return Response(PacketId(packet_id), _RESULT.unpack(body)[0])
+            return Response(PacketId(packet_id), layout.unpack(body)[0])
         if packet_id == PacketId.ROOM_NEW_USER_NTF:
             unique_id, size = _USER_ENTRY.unpack_from(body)
             if len(body) != _USER_ENTRY.size + size:

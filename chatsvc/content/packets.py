@@ -212,7 +212,8 @@ def user_list_notifies(
 ) -> Iterator[bytes]:
     """
     Encode C{(unique_id, user_id)} pairs as ROOM_USER_LIST_NTF packets, each at
-    most C{max_packet_size} bytes and 127 users; nothing for no users.
+    most C{max_packet_size} bytes and 127 users; an empty room is one packet
+    with a count of 0, so a client always learns who is there.
     """
     room = max_packet_size - HEADER_SIZE - 1
     entries: list[bytes] = []
@@ -224,8 +225,7 @@ def user_list_notifies(
             entries, used = [], 0
         entries.append(entry)
         used += len(entry)
-    if entries:
-        yield _user_list(entries)
+    yield _user_list(entries)
 
 
 def _user_list(entries: list[bytes]) -> bytes:

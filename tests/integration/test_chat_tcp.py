@@ -9,7 +9,6 @@ import socket
 import struct
 from collections import defaultdict
 
-from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 
@@ -323,13 +322,14 @@ class LeaveTests(ChatTestCase):
         [a] = await self.connect(port)
         await self.login(a, "a")
         a.send(enter_room_request(1) + leave_room_request() + enter_room_request(2))
-        await a.wait_events(4)
+        await a.wait_events(6)
         self.assertEqual(
             a.take()[1:],
             [
                 Response(ENTER, 0),
+                UserList(()),
                 Response(PacketId.ROOM_LEAVE_RESPONSE, 0),
                 Response(ENTER, 0),
+                UserList(()),
             ],
         )
-        await gatherResults([])
