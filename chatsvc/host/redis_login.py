@@ -40,15 +40,17 @@ class RedisURL:
         """
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"{url!r}: the scheme must be redis:// or rediss://")
+            raise ValueError(f"redis {url!r}: the scheme must be redis:// or rediss://")
         path = parts.path.strip("/")
         try:
             db = int(path) if path else 0
             port = parts.port or 6379
         except ValueError:
-            raise ValueError(f"{url!r}: port and database must be numbers") from None
+            raise ValueError(
+                f"redis {url!r}: port and database must be numbers"
+            ) from None
         if parts.query or parts.fragment:
-            raise ValueError(f"{url!r}: query strings are not supported")
+            raise ValueError(f"redis {url!r}: query strings are not supported")
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=port,
