@@ -32,7 +32,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.assertIsNotNone(self.open(2))
         with capturedLogs() as events:
             self.assertIsNone(self.open(3))
-        self.assertEqual(self.factory.refused, 1)
+        self.assertEqual(self.factory.stats.refused, 1)
         self.assertEqual(events[0]["peer"], "127.0.0.1:3")
         self.assertEqual(events[0]["limit"], 2)
 
@@ -41,6 +41,49 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.open(2)
         first.connectionLost(Failure(ConnectionError()))  # type: ignore[attr-defined]
         self.assertIsNotNone(self.open(3))
+
+
+class ShutdownTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.factory = EchoFactory(NetConfig(), self.reactor)
+        self.transports = []
+        for port in (1, 2):
+            addr = IPv4Address("TCP", "127.0.0.1", port)
+            protocol = self.factory.buildProtocol(addr)
+            transport = StringTransport(peerAddress=addr)
+            protocol.makeConnection(transport)  # type: ignore[union-attr]
+            self.transports.append((protocol, transport))
+
+    def test_closes_gracefully(self) -> None:
+        done = self.factory.shutdown(5)
+        self.assertTrue(all(t.disconnecting for _, t in self.transports))
+        self.assertNoResult(done)
+        for protocol, _ in self.transports:
+            protocol.connectionLost(Failure(ConnectionError()))  # type: ignore[union-attr]
+        self.successResultOf(done)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_aborts_after_grace(self) -> None:
+        aborted = []
+        for protocol, transport in self.transports:
+            transport.abortConnection = (  # type: ignore[method-assign]
+                lambda p=protocol: (
+                    aborted.append(p),
+                    p.connectionLost(Failure(ConnectionError())),
+                )
+            )
+        done = self.factory.shutdown(5)
+        self.reactor.advance(4.9)
+        self.assertNoResult(done)
+        with capturedLogs():
+            self.reactor.advance(0.2)
+        self.assertEqual(len(aborted), 2)
+        self.successResultOf(done)
+
+    def test_nothing_open(self) -> None:
+        factory = EchoFactory(NetConfig(), self.reactor)
+        self.successResultOf(factory.shutdown(5))
 
 
 class IdleTimeoutTests(SynchronousTestCase):

@@ -228,6 +228,38 @@ class SessionTests(SessionTestCase):
         self.assertEqual(len(events), 1)
         self.assertIn("Slow consumer", events[0]["log_format"])
 
+    def test_counters(self) -> None:
+        bad, _ = self.connect(1)
+        good, _ = self.connect(2)
+        good.dataReceived(encode_packet(1, b"abc") * 2 + encode_packet(7, b""))
+        bad.dataReceived(struct.pack("<HHB", 2, 1, 0))
+        with capturedLogs():
+            self.turn()
+        stats = self.factory.stats
+        self.assertEqual(stats.packets_in, {1: 2, 7: 1})
+        self.assertEqual(stats.bytes_in, {1: 16, 7: 5})
+        self.assertEqual(stats.bytes_out, 21)
+        self.assertEqual(stats.protocol_errors, {"length": 1})
+
+    def test_protocol_error_flood_is_rate_limited(self) -> None:
+        with capturedLogs() as events:
+            for port in range(100):
+                session, _ = self.connect(port)
+                session.dataReceived(struct.pack("<HHB", 0, 1, 0))
+            self.turn()
+        self.assertLess(len(events), 20)
+        self.assertEqual(self.factory.stats.protocol_errors["length"], 100)
+
+    def test_close_writes_even_when_paused(self) -> None:
+        """
+        A connection closed by the server writes out what it had queued.
+        """
+        session, transport = self.connect()
+        session.queue.pauseProducing()
+        session.send(b"held")
+        session.close("test")
+        self.assertEqual(transport.value(), b"held")
+
     def test_close_flushes_then_disconnects(self) -> None:
         session, transport = self.connect()
         session.send(b"bye")

@@ -7,7 +7,6 @@ from chatsvc.content.chat import ChatConfig, ChatServer, Client, Outbox, State
 from chatsvc.content.login import LoginBackend, OpenLogin
 from chatsvc.content.packets import PacketId, Request, Result, parse_request
 from chatsvc.content.presence import LocalPresence, Presence
-from chatsvc.content.ratelimit import TokenBucket
 from chatsvc.content.rooms import Room, Rooms
 
 __all__ = [
@@ -25,6 +24,5 @@ __all__ = [
     "Room",
     "Rooms",
     "State",
-    "TokenBucket",
     "parse_request",
 ]

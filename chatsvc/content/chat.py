@@ -35,9 +35,9 @@ from chatsvc.content.packets import (
     user_list_notifies,
 )
 from chatsvc.content.presence import LocalPresence, Presence
-from chatsvc.content.ratelimit import TokenBucket
 from chatsvc.content.rooms import Room, Rooms
 from chatsvc.net.codec import DEFAULT_MAX_PACKET_SIZE
+from chatsvc.net.ratelimit import TokenBucket
 
 H = TypeVar("H", bound=Hashable)
 H_contra = TypeVar("H_contra", bound=Hashable, contravariant=True)

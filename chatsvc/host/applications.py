@@ -36,7 +36,7 @@ class UnknownPackets:
     def __call__(self, session: Session, packet: Packet) -> None:
         self.counts[packet.packet_id] += 1
         if self.disconnect:
-            raise ProtocolError(f"unknown packet id {packet.packet_id}")
+            raise ProtocolError(f"unknown packet id {packet.packet_id}", "unknown-id")
         self.log.debug(
             "Ignored packet id {packet_id} ({size} bytes) from {peer}",
             packet_id=packet.packet_id,

@@ -16,6 +16,7 @@ from chatsvc.net.codec import (
 )
 from chatsvc.net.config import NetConfig
 from chatsvc.net.echo import EchoFactory, RawEcho
+from chatsvc.net.ratelimit import TokenBucket
 from chatsvc.net.sendqueue import SendQueue
 from chatsvc.net.session import Application, Session, SessionFactory
 from chatsvc.net.turn import Pump
@@ -35,6 +36,7 @@ __all__ = [
     "SendQueue",
     "Session",
     "SessionFactory",
+    "TokenBucket",
     "encode_packet",
     "pack_str",
     "unpack_str",

@@ -25,11 +25,17 @@ _pack_header = HEADER.pack
 class ProtocolError(Exception):
     """
     The peer broke the wire protocol; the connection cannot be trusted further.
+
+    @ivar reason: what was wrong, for the log.
+    @ivar kind: a short category for metrics: C{length} (a length field out of
+        range), C{truncated} (closed inside a packet), C{body} (a body of the
+        wrong size for its id), C{unknown-id}.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = "body") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 class Packet(NamedTuple):
@@ -143,7 +149,8 @@ class PacketDecoder:
         length, packet_id, packet_type = _unpack_header_from(buffer, offset)
         if length < HEADER_SIZE or length > self.max_packet_size:
             self._error = ProtocolError(
-                f"packet length {length} outside {HEADER_SIZE}..{self.max_packet_size}"
+                f"packet length {length} outside {HEADER_SIZE}..{self.max_packet_size}",
+                "length",
             )
             raise self._error
         if available < length:
@@ -160,6 +167,7 @@ class PacketDecoder:
         """
         if self._error is None and self.buffered:
             self._error = ProtocolError(
-                f"connection closed inside a packet ({self.buffered} bytes pending)"
+                f"connection closed inside a packet ({self.buffered} bytes pending)",
+                "truncated",
             )
             raise self._error

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_connection -*-
 """
-What every stage's connections share: a session id, a connection limit and an
-idle timeout.
+What every stage's connections share: a session id, a connection limit, an
+idle timeout, counters and a graceful shutdown.
 """
 
 from __future__ import annotations
@@ -9,13 +9,16 @@ from __future__ import annotations
 import itertools
 from typing import Any, ClassVar, cast
 
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from chatsvc.net.config import NetConfig
+from chatsvc.net.lograte import RateLimitedLog
+from chatsvc.net.stats import NetStats
 
 
 def default_reactor() -> IReactorTime:
@@ -40,8 +43,10 @@ def describe_peer(address: IAddress | None) -> str:
 
 class LimitedFactory(ServerFactory):
     """
-    Numbers connections, refuses those above C{config.max_connections} and
-    tracks the open ones.
+    Numbers connections, refuses those above C{config.max_connections}, tracks
+    the open ones and closes them all, gracefully, on L{shutdown}.
+
+    @ivar stats: counters for the metrics exporter.
     """
 
     log: ClassVar[Logger] = Logger()
@@ -51,13 +56,15 @@ class LimitedFactory(ServerFactory):
         self.config = config
         self.reactor = reactor or default_reactor()
         self.connections: dict[int, ManagedConnection] = {}
+        self.stats = NetStats()
+        self.warnings = RateLimitedLog(self.log, self.reactor.seconds)
         self._ids = itertools.count(1)
-        self.refused = 0
+        self._all_closed: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress) -> ManagedConnection | None:  # type: ignore[override]
         if len(self.connections) >= self.config.max_connections:
-            self.refused += 1
-            self.log.warn(
+            self.stats.refused += 1
+            self.warnings.warn(
                 "Refused {peer}: {limit} connections open (--max-connections)",
                 peer=describe_peer(addr),
                 limit=self.config.max_connections,
@@ -78,6 +85,39 @@ class LimitedFactory(ServerFactory):
         Count C{connection} as closed.
         """
         self.connections.pop(connection.session_id, None)
+        if not self.connections:
+            waiting, self._all_closed = self._all_closed, []
+            for d in waiting:
+                d.callback(None)
+
+    def shutdown(self, grace: float) -> Deferred[None]:
+        """
+        Close every connection once its queued output is written; abort those
+        still open after C{grace} seconds. Fires when all are closed.
+        """
+        for connection in list(self.connections.values()):
+            connection.shut_down()
+        if not self.connections:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._all_closed.append(closed)
+        timer = self.reactor.callLater(grace, self._abort_all, grace)
+        return closed.addBoth(_cancel, timer)
+
+    def _abort_all(self, grace: float) -> None:
+        self.log.warn(
+            "{count} connections still sending after {grace} s; aborting them",
+            count=len(self.connections),
+            grace=grace,
+        )
+        for connection in list(self.connections.values()):
+            connection.transport.abortConnection()  # type: ignore[union-attr]
+
+
+def _cancel(result: object, timer: IDelayedCall) -> object:
+    if timer.active():
+        timer.cancel()
+    return result
 
 
 class ManagedConnection(Protocol, TimeoutMixin):
@@ -103,7 +143,14 @@ class ManagedConnection(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self.factory.connection_closed(self)
 
+    def shut_down(self) -> None:
+        """
+        The server is stopping: close once queued output is written.
+        """
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
     def timeoutConnection(self) -> None:
+        self.factory.stats.idle_timeouts += 1
         self.log.info(
             "Closing {peer} (session {session}): idle for {seconds} s",
             peer=self.peer,

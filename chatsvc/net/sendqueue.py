@@ -18,6 +18,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IPushProducer, ITransport
 from zope.interface import implementer
 
+from chatsvc.net.stats import NetStats
 from chatsvc.net.turn import Pump
 
 
@@ -53,6 +54,7 @@ class SendQueue:
         "_owner",
         "_pump",
         "_scheduled",
+        "_stats",
         "_transport",
         "closed",
         "limit",
@@ -61,9 +63,15 @@ class SendQueue:
     )
 
     def __init__(
-        self, transport: ITransport, pump: Pump, limit: int, owner: SendQueueOwner
+        self,
+        transport: ITransport,
+        pump: Pump,
+        limit: int,
+        owner: SendQueueOwner,
+        stats: NetStats,
     ) -> None:
         self._transport = transport
+        self._stats = stats
         self._pump = pump
         self._owner = owner
         self._chunks: list[bytes] = []
@@ -93,12 +101,21 @@ class SendQueue:
         Hand everything queued to the transport as one write.
         """
         self._scheduled = False
+        if not self.paused:
+            self.drain()
+
+    def drain(self) -> None:
+        """
+        Hand everything queued to the transport now, even while it is paused
+        (the transport buffers it): for a connection about to close.
+        """
         chunks = self._chunks
-        if self.paused or self.closed or not chunks:
+        if self.closed or not chunks:
             return
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self.pending = 0
+        self._stats.bytes_out += len(data)
         self._transport.write(data)
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from chatsvc.net.codec import Packet, PacketDecoder, ProtocolError
+from chatsvc.net.codec import HEADER_SIZE, Packet, PacketDecoder, ProtocolError
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, ManagedConnection
 from chatsvc.net.sendqueue import SendQueue
@@ -56,12 +56,13 @@ class Session(ManagedConnection):
         config = factory.config
         self._app = factory.application
         self._pump = factory.pump
+        self._stats = factory.stats
         self._batch_size = config.batch_size
         self._input_limit = config.input_buffer_limit
         self.decoder = PacketDecoder(config.max_packet_size)
         assert self.transport is not None
         self.queue = SendQueue(
-            self.transport, self._pump, config.send_queue_limit, self
+            self.transport, self._pump, config.send_queue_limit, self, self._stats
         )
         self._scheduled = False
         self._reading_paused = False
@@ -88,8 +89,11 @@ class Session(ManagedConnection):
             session=self.session_id,
             reason=reason,
         )
-        self.queue.flush()
+        self.queue.drain()
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def shut_down(self) -> None:
+        self.close("server shutting down")
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
@@ -111,6 +115,8 @@ class Session(ManagedConnection):
         """
         next_packet = self.decoder.next_packet
         packet_received = self._app.packet_received
+        packets_in = self._stats.packets_in
+        bytes_in = self._stats.bytes_in
         try:
             for _ in range(self._batch_size):
                 if self.closing or self._output_paused:
@@ -118,11 +124,15 @@ class Session(ManagedConnection):
                 packet = next_packet()
                 if packet is None:
                     break
+                packet_id = packet[0]
+                packets_in[packet_id] += 1
+                bytes_in[packet_id] += HEADER_SIZE + len(packet[2])
                 packet_received(self, packet)
             else:
                 return True
         except ProtocolError as e:
             self._protocol_error(e)
+            self.transport.abortConnection()  # type: ignore[union-attr]
         self._scheduled = False
         self._maybe_resume_reading()
         return False
@@ -139,13 +149,13 @@ class Session(ManagedConnection):
 
     def _protocol_error(self, error: ProtocolError) -> None:
         self.closing = True
-        self.log.warn(
+        self._stats.protocol_errors[error.kind] += 1
+        self.factory.warnings.warn(
             "Protocol error from {peer} (session {session}): {reason}; disconnecting",
             peer=self.peer,
             session=self.session_id,
             reason=error.reason,
         )
-        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def output_paused(self) -> None:
         self._output_paused = True
@@ -165,7 +175,8 @@ class Session(ManagedConnection):
         if self.closing:
             return
         self.closing = True
-        self.log.warn(
+        self._stats.slow_consumers += 1
+        self.factory.warnings.warn(
             "Slow consumer {peer} (session {session}): {pending} bytes unsent, "
             "over the send-queue limit of {limit}; disconnecting",
             peer=self.peer,
@@ -194,12 +205,7 @@ class Session(ManagedConnection):
                 self._app.packet_received(self, packet)
             decoder.close()
         except ProtocolError as e:
-            self.log.warn(
-                "Protocol error from {peer} (session {session}): {reason}",
-                peer=self.peer,
-                session=self.session_id,
-                reason=e.reason,
-            )
+            self._protocol_error(e)
 
 
 class SessionFactory(LimitedFactory):

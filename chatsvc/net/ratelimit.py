@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_ratelimit -*-
+# -*- test-case-name: tests.test_chat,tests.test_lograte -*-
 """
 A token bucket, driven by the caller's clock.
 """
