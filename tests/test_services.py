@@ -35,7 +35,7 @@ class StartupTests(TestCase):
         with capturedLogs() as events:
             service.startService()
             self.addCleanup(service.stopService)
-            port = await service.listening
+            port = await service.listener.listening
         [event] = [e for e in events if "listening" in e["log_format"]]
         self.assertEqual(event["address"], f"127.0.0.1:{port.getHost().port}")
         self.assertEqual(event["reactor"].rsplit(".", 1)[1], type(reactor).__name__)
@@ -46,7 +46,7 @@ class StartupTests(TestCase):
         service = echo_service("tcp6:0:interface=\\:\\:1", NetConfig(), reactor)
         service.startService()
         self.addCleanup(service.stopService)
-        port = await service.listening
+        port = await service.listener.listening
         self.assertEqual(port.getHost().host, "::1")
 
     async def open_login_warnings(self, endpoint: str) -> list[str]:

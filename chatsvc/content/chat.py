@@ -15,8 +15,9 @@ and its place under C{max_users}, so two logins with one id cannot both win.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -97,6 +98,28 @@ class ChatConfig:
             raise ValueError("max_packet_size must be at least 64")
 
 
+@dataclass(slots=True)
+class ChatStats:
+    """
+    What the chat rules have done, for the metrics exporter.
+
+    @ivar logins: login results, by result code.
+    @ivar packets_out: packets sent, by packet id, counted per recipient.
+    @ivar bytes_out: bytes of those packets, by packet id.
+    """
+
+    logins: Counter[int] = field(default_factory=Counter)
+    packets_out: Counter[int] = field(default_factory=Counter)
+    bytes_out: Counter[int] = field(default_factory=Counter)
+
+    def sent(self, packet_id: int, size: int, recipients: int = 1) -> None:
+        """
+        Count C{recipients} packets of C{size} bytes.
+        """
+        self.packets_out[packet_id] += recipients
+        self.bytes_out[packet_id] += size * recipients
+
+
 class State(Enum):
     """
     Where a connection is in the login/room state machine.
@@ -153,6 +176,7 @@ class ChatServer(Generic[H]):
         self._unique_ids = unique_ids if unique_ids is not None else itertools.count(1)
         self.clients: dict[H, Client] = {}
         self.users = 0
+        self.stats = ChatStats()
         self.rooms: Rooms[H, Client] = Rooms(
             config.room_start, config.rooms, config.room_capacity, outbox.broadcast
         )
@@ -202,7 +226,8 @@ class ChatServer(Generic[H]):
         if accepted:
             client.state = State.LOGIN
             client.unique_id = next(self._unique_ids)
-            self._outbox.send(handle, _LOGIN_OK)
+            self.stats.logins[Result.NONE] += 1
+            self._send(handle, PacketId.LOGIN_RESPONSE, _LOGIN_OK)
         else:
             self._log_out(client)
             self._reply(handle, PacketId.LOGIN_RESPONSE, Result.LOGIN_USER_INVALID_PW)
@@ -213,8 +238,20 @@ class ChatServer(Generic[H]):
         """
         self.rooms.flush()
 
+    def _send(self, handle: H, packet_id: PacketId, data: bytes) -> None:
+        self.stats.sent(packet_id, len(data))
+        self._outbox.send(handle, data)
+
     def _reply(self, handle: H, packet_id: PacketId, result: Result) -> None:
-        self._outbox.send(handle, result_response(packet_id, result))
+        if packet_id == PacketId.LOGIN_RESPONSE:
+            self.stats.logins[result] += 1
+        self._send(handle, packet_id, result_response(packet_id, result))
+
+    def _tell_room(
+        self, room: Room[H, Client], packet_id: PacketId, data: bytes
+    ) -> None:
+        self.stats.sent(packet_id, len(data), len(room.members))
+        self.rooms.send_now(room, data)
 
     def _log_out(self, client: Client) -> None:
         self.presence.release(client.user_id)
@@ -253,21 +290,21 @@ class ChatServer(Generic[H]):
             result = Result.ENTER_ROOM_FULL_USER
         else:
             present = [(c.unique_id, c.user_id) for c in room.members.values()]
-            self.rooms.send_now(room, new_user_notify(client.unique_id, client.user_id))
+            notify = new_user_notify(client.unique_id, client.user_id)
+            self._tell_room(room, PacketId.ROOM_NEW_USER_NTF, notify)
             self.rooms.enter(room, handle, client)
             client.room = room
             client.state = State.ROOM
-            send = self._outbox.send
-            send(handle, _ENTER_OK)
+            self._send(handle, PacketId.ROOM_ENTER_RESPONSE, _ENTER_OK)
             for packet in user_list_notifies(present, self.config.max_packet_size):
-                send(handle, packet)
+                self._send(handle, PacketId.ROOM_USER_LIST_NTF, packet)
             return
         self._reply(handle, PacketId.ROOM_ENTER_RESPONSE, result)
 
     def _leave(self, handle: H, client: Client) -> None:
         if client.room is not None:
             self._leave_room(handle, client, client.room)
-            self._outbox.send(handle, _LEAVE_OK)
+            self._send(handle, PacketId.ROOM_LEAVE_RESPONSE, _LEAVE_OK)
             return
         result = (
             Result.ROOM_INVALID_INDEX
@@ -280,7 +317,9 @@ class ChatServer(Generic[H]):
         self.rooms.leave(room, handle)
         client.room = None
         client.state = State.LOGIN
-        self.rooms.send_now(room, leave_user_notify(client.unique_id))
+        self._tell_room(
+            room, PacketId.ROOM_LEAVE_USER_NTF, leave_user_notify(client.unique_id)
+        )
 
     def _chat(self, handle: H, client: Client, request: ChatRequest) -> None:
         room = client.room
@@ -293,8 +332,10 @@ class ChatServer(Generic[H]):
         elif not self._within_rate(client):
             result = Result.ROOM_TOO_MANY_PACKET
         else:
-            self._outbox.send(handle, _CHAT_OK)
-            self.rooms.publish(room, chat_notify(client.user_id, request.message))
+            self._send(handle, PacketId.ROOM_CHAT_RESPONSE, _CHAT_OK)
+            notify = chat_notify(client.user_id, request.message)
+            self.stats.sent(PacketId.ROOM_CHAT_NOTIFY, len(notify), len(room.members))
+            self.rooms.publish(room, notify)
             return
         self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, result)
 

@@ -53,13 +53,18 @@ class PacketEcho:
 
     def __init__(self, unknown: UnknownPackets | None = None) -> None:
         self.unknown = unknown if unknown is not None else UnknownPackets()
+        self.packets_out: Counter[int] = Counter()
+        self.bytes_out: Counter[int] = Counter()
 
     def connected(self, session: Session) -> None:
         pass
 
     def packet_received(self, session: Session, packet: Packet) -> None:
         if packet.packet_id == PacketId.DEV_ECHO:
-            session.send(encode_packet(PacketId.DEV_ECHO, packet.body, packet.type))
+            echo = encode_packet(PacketId.DEV_ECHO, packet.body, packet.type)
+            self.packets_out[PacketId.DEV_ECHO] += 1
+            self.bytes_out[PacketId.DEV_ECHO] += len(echo)
+            session.send(echo)
         else:
             self.unknown(session, packet)
 

@@ -10,7 +10,9 @@ from typing import Any, ClassVar, TypeVar
 
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.config import ConfigFileOptions
+from chatsvc.host.logs import LogSettings, parse_levels, use_with_twistd
 from chatsvc.host.redis_login import RedisURL
+from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
 
 DEFAULT_LISTEN = "tcp:11021"
@@ -76,6 +78,47 @@ class NetOptions(ConfigFileOptions):
             "Close connections silent for this many seconds (0: never).",
             _seconds,
         ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics and a health check at /healthz"
+            " on this endpoint, e.g. tcp:9100:interface=127.0.0.1.",
+        ],
+        [
+            "shutdown-grace",
+            None,
+            10.0,
+            "On SIGTERM/SIGINT, seconds to let connections write what is queued.",
+            _seconds,
+        ],
+        ["log-format", None, "text", "Log as readable text or as JSON (text, json)."],
+        [
+            "log-file",
+            None,
+            None,
+            "Log to this file, rotated by size (default: stdout).",
+        ],
+        [
+            "log-max-size",
+            None,
+            10 * 1024 * 1024,
+            "Rotate the log file at this size.",
+            _count,
+        ],
+        ["log-backups", None, 5, "Rotated log files to keep.", _count],
+        [
+            "log-level",
+            None,
+            "info",
+            "Default level and levels per namespace,"
+            " e.g. info,chatsvc.net=debug (debug, info, warn, error, critical).",
+        ],
+        ["eventlog-source", None, "chatsvc", "Windows Event Log source name."],
+    ]
+    optFlags: ClassVar[list[Any]] = [
+        ["log-syslog", None, "Also log to syslog (POSIX)."],
+        ["log-eventlog", None, "Also log to the Windows Event Log (Windows)."],
     ]
 
     def net_config(self) -> NetConfig:
@@ -89,11 +132,32 @@ class NetOptions(ConfigFileOptions):
             idle_timeout=self["idle-timeout"],
         )
 
+    def log_settings(self) -> LogSettings:
+        """
+        The logging settings these options describe.
+        """
+        return LogSettings(
+            format=self["log-format"],
+            file=self["log-file"],
+            max_size=self["log-max-size"],
+            backups=self["log-backups"],
+            levels=parse_levels(self["log-level"]),
+            syslog=bool(self["log-syslog"]),
+            eventlog=bool(self["log-eventlog"]),
+            eventlog_source=self["eventlog-source"],
+        )
+
     def postOptions(self) -> None:
         try:
             self.net = self.net_config()
+            self.host = HostConfig(
+                metrics=self["metrics"], shutdown_grace=self["shutdown-grace"]
+            )
+            self.logging = self.log_settings()
         except ValueError as e:
             raise self.config_error(e) from None
+        if self.logging != LogSettings():
+            use_with_twistd(self.logging, getattr(self, "parent", None))
 
 
 class EchoOptions(NetOptions):

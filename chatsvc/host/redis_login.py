@@ -10,6 +10,7 @@ reconnecting in the background, so logins work again as soon as Redis is back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -18,6 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +78,13 @@ class RedisURL:
 
 class RedisLogin:
     """
-    Checks logins with C{GET} on a lazy txredisapi connection pool.
+    Checks logins with C{GET} on a lazy txredisapi connection pool, and logs
+    when Redis goes away and comes back.
+
+    @ivar observe_latency: called with the seconds each lookup took.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -110,6 +118,37 @@ class RedisLogin:
         factory.startConnecting(self._endpoint(reactor, url, timeout))
         self._factory = factory
         self._redis = factory.handler
+        self.observe_latency: Callable[[float], None] | None = None
+        self._up: bool | None = None
+        self._watch = LoopingCall(self._check_connection)
+        self._watch.clock = reactor
+        self._watch.start(1.0, now=False)
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether at least one connection of the pool is up.
+        """
+        return bool(self._factory.size)
+
+    def health(self) -> str | None:
+        """
+        A health check: L{None} while Redis is reachable.
+        """
+        return None if self.connected else f"{self.description} is not reachable"
+
+    def _check_connection(self) -> None:
+        up = self.connected
+        if up == self._up:
+            return
+        if up:
+            self.log.info("{redis} is up", redis=self.description)
+        else:
+            self.log.warn(
+                "{redis} is down; logins fail with 33 until it is back",
+                redis=self.description,
+            )
+        self._up = up
 
     @staticmethod
     def _endpoint(
@@ -123,10 +162,15 @@ class RedisLogin:
         return endpoint
 
     async def check(self, user_id: bytes, password: bytes) -> bool:
+        started = self._reactor.seconds()
         reply: Deferred[bytes | None] = self._redis.get(self.key_prefix + user_id)
         reply.addTimeout(self.timeout, self._reactor)
         value = await reply
+        if self.observe_latency is not None:
+            self.observe_latency(self._reactor.seconds() - started)
         return value is not None and value == password
 
     async def close(self) -> None:
+        if self._watch.running:
+            self._watch.stop()
         await self._factory.disconnect()

@@ -7,21 +7,32 @@ application attaches to its own C{MultiService}.
 from __future__ import annotations
 
 import ipaddress
+import signal
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any, Protocol, cast
 
+from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import LoginBackend, OpenLogin
 from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
+from chatsvc.host.metrics import (
+    HealthCheck,
+    StageCollector,
+    metrics_site,
+    redis_latency,
+)
 from chatsvc.host.options import ChatOptions, EchoOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisLogin, RedisURL
+from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
-from chatsvc.net.connection import default_reactor, describe_peer
+from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
 from chatsvc.net.session import SessionFactory
 
@@ -32,13 +43,14 @@ class ListeningService(Service):
     """
     Listens on a server endpoint string and logs where, and on which reactor.
 
-    @ivar port: the listening port once listening.
+    @ivar port: the listening port while listening.
+    @ivar listening: fires with the port once listening.
     """
 
     def __init__(
-        self, stage: str, endpoint: str, factory: ServerFactory, reactor: IReactorTime
+        self, name: str, endpoint: str, factory: IProtocolFactory, reactor: IReactorTime
     ) -> None:
-        self.stage = stage
+        self.setName(name)
         self.endpoint = endpoint
         self.factory = factory
         self.reactor = reactor
@@ -48,17 +60,17 @@ class ListeningService(Service):
     def startService(self) -> None:
         super().startService()
         listening = serverFromString(self.reactor, self.endpoint).listen(self.factory)
-        failures: list[BaseException] = []
+        failures: list[Any] = []
         listening.addCallbacks(self._listening, failures.append)
         if failures:
             # Endpoints that fail synchronously (a port in use) stop twistd.
-            raise failures[0].value  # type: ignore[attr-defined]
+            raise failures[0].value
 
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         log.info(
             "chatsvc {stage} listening on {address} ({reactor})",
-            stage=self.stage,
+            stage=self.name,
             address=describe_peer(port.getHost()),
             reactor=f"{type(self.reactor).__module__}.{type(self.reactor).__name__}",
         )
@@ -72,36 +84,114 @@ class ListeningService(Service):
         return port.stopListening()
 
 
+class StageService(MultiService):
+    """
+    One stage: its listener, its metrics endpoint if asked for, and a graceful
+    shutdown (stop accepting, let queued output out, close, release).
+
+    @ivar registry: the Prometheus registry of this stage's metrics.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        endpoint: str,
+        factory: LimitedFactory,
+        host: HostConfig,
+        reactor: IReactorTime,
+        collector: StageCollector,
+        checks: Iterable[HealthCheck] = (),
+    ) -> None:
+        super().__init__()
+        self.stage = stage
+        self.factory = factory
+        self.host = host
+        self.listener = ListeningService(stage, endpoint, factory, reactor)
+        self.listener.setServiceParent(self)
+        self.registry = CollectorRegistry()
+        self.registry.register(collector)
+        self.metrics: ListeningService | None = None
+        if host.metrics is not None:
+            site = metrics_site(self.registry, [self._accepting, *checks])
+            self.metrics = ListeningService("metrics", host.metrics, site, reactor)
+            self.metrics.setServiceParent(self)
+
+    def _accepting(self) -> str | None:
+        if self.running and self.listener.port is not None:
+            return None
+        return f"{self.stage} is not accepting connections"
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return ensureDeferred(self._shut_down())
+
+    async def _shut_down(self) -> None:
+        await maybeDeferred(self.listener.stopService)
+        log.info(
+            "chatsvc {stage} stopping: closing {count} connections once their"
+            " queued output is written (up to {grace} s)",
+            stage=self.stage,
+            count=len(self.factory.connections),
+            grace=self.host.shutdown_grace,
+        )
+        await self.factory.shutdown(self.host.shutdown_grace)
+        await self.release()
+        if self.metrics is not None:
+            await maybeDeferred(self.metrics.stopService)
+        log.info("chatsvc {stage} stopped", stage=self.stage)
+
+    async def release(self) -> None:
+        """
+        Let go of what the stage holds besides connections.
+        """
+
+
 def echo_service(
-    endpoint: str, config: NetConfig, reactor: IReactorTime | None = None
-) -> ListeningService:
+    endpoint: str,
+    config: NetConfig,
+    reactor: IReactorTime | None = None,
+    host: HostConfig | None = None,
+) -> StageService:
     """
     The echo stage: raw bytes back.
     """
     reactor = reactor or default_reactor()
-    return ListeningService("echo", endpoint, EchoFactory(config, reactor), reactor)
+    factory = EchoFactory(config, reactor)
+    return StageService(
+        "echo",
+        endpoint,
+        factory,
+        host or HostConfig(),
+        reactor,
+        StageCollector(factory),
+    )
 
 
 def sendqueue_service(
     endpoint: str,
     config: NetConfig,
     reactor: IReactorTime | None = None,
+    host: HostConfig | None = None,
     *,
     disconnect_unknown: bool = False,
-) -> ListeningService:
+) -> StageService:
     """
     The send-queue stage: framed DEV_ECHO through per-session send queues.
     """
     reactor = reactor or default_reactor()
     app = PacketEcho(UnknownPackets(disconnect_unknown))
-    return ListeningService(
-        "sendqueue", endpoint, SessionFactory(app, config, reactor), reactor
+    factory = SessionFactory(app, config, reactor)
+    collector = StageCollector(
+        factory, packets_out=app.packets_out, bytes_out=app.bytes_out
+    )
+    return StageService(
+        "sendqueue", endpoint, factory, host or HostConfig(), reactor, collector
     )
 
 
-class ChatService(MultiService):
+class ChatService(StageService):
     """
-    The chat stage: a listening service plus its login back end, closed on stop.
+    The chat stage: sessions, the chat rules and a login back end.
     """
 
     def __init__(
@@ -111,19 +201,32 @@ class ChatService(MultiService):
         chat: ChatConfig,
         login: LoginBackend,
         reactor: IReactorTime | None = None,
+        host: HostConfig | None = None,
         *,
         disconnect_unknown: bool = False,
     ) -> None:
-        super().__init__()
         reactor = reactor or default_reactor()
         self.login = login
         self.application = ChatApplication(
             chat, login, reactor.seconds, UnknownPackets(disconnect_unknown)
         )
-        self.factory = SessionFactory(self.application, config, reactor)
-        self.factory.pump.add_turn_hook(self.application.end_of_turn)
-        self.listener = ListeningService("chat", endpoint, self.factory, reactor)
-        self.listener.setServiceParent(self)
+        factory = SessionFactory(self.application, config, reactor)
+        factory.pump.add_turn_hook(self.application.end_of_turn)
+        server = self.application.server
+        collector = StageCollector(
+            factory, server, server.stats.packets_out, server.stats.bytes_out
+        )
+        super().__init__(
+            "chat",
+            endpoint,
+            factory,
+            host or HostConfig(),
+            reactor,
+            collector,
+            [login.health] if isinstance(login, RedisLogin) else [],
+        )
+        if isinstance(login, RedisLogin):
+            login.observe_latency = redis_latency(self.registry).observe
         self.listener.listening.addCallback(self._warn_if_open)
 
     def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
@@ -141,11 +244,7 @@ class ChatService(MultiService):
             )
         return port
 
-    def stopService(self) -> Deferred[None]:
-        return ensureDeferred(self._stop())
-
-    async def _stop(self) -> None:
-        await super().stopService()
+    async def release(self) -> None:
         await self.login.close()
 
 
@@ -155,6 +254,7 @@ def chat_service(
     chat: ChatConfig,
     redis: RedisURL | None = None,
     reactor: IReactorTime | None = None,
+    host: HostConfig | None = None,
     *,
     redis_key_prefix: bytes = b"",
     redis_timeout: float = 2.0,
@@ -172,23 +272,66 @@ def chat_service(
         )
     )
     return ChatService(
-        endpoint, config, chat, login, reactor, disconnect_unknown=disconnect_unknown
+        endpoint,
+        config,
+        chat,
+        login,
+        reactor,
+        host,
+        disconnect_unknown=disconnect_unknown,
     )
+
+
+class _RunningReactor(Protocol):
+    def callWhenRunning(self, callable: Callable[[], object]) -> object: ...
+    def callFromThread(self, callable: Callable[[], object]) -> None: ...
+    def stop(self) -> None: ...
+
+
+def exit_cleanly_on_signals(reactor: _RunningReactor) -> None:
+    """
+    Once the reactor runs, make SIGTERM and SIGINT stop it gracefully with exit
+    status 0 (twistd's own handlers re-raise the signal after the shutdown).
+    """
+
+    def stop(number: int, frame: FrameType | None) -> None:
+        log.info("Received {signal}, shutting down", signal=signal.Signals(number).name)
+        reactor.callFromThread(reactor.stop)
+
+    def install() -> None:
+        for name in ("SIGTERM", "SIGINT"):
+            number = getattr(signal, name, None)
+            if number is not None:
+                signal.signal(number, stop)
+
+    reactor.callWhenRunning(install)
+
+
+def _twistd_service(service: StageService) -> IService:
+    exit_cleanly_on_signals(cast(_RunningReactor, default_reactor()))
+    return service
 
 
 def make_echo_service(options: EchoOptions) -> IService:
     """
     C{twistd chatsvc-echo}.
     """
-    return echo_service(options["listen"], options.net)
+    return _twistd_service(
+        echo_service(options["listen"], options.net, host=options.host)
+    )
 
 
 def make_sendqueue_service(options: SendQueueOptions) -> IService:
     """
     C{twistd chatsvc-sendqueue}.
     """
-    return sendqueue_service(
-        options["listen"], options.net, disconnect_unknown=options["disconnect-unknown"]
+    return _twistd_service(
+        sendqueue_service(
+            options["listen"],
+            options.net,
+            host=options.host,
+            disconnect_unknown=options["disconnect-unknown"],
+        )
     )
 
 
@@ -196,24 +339,15 @@ def make_chat_service(options: ChatOptions) -> IService:
     """
     C{twistd chatsvc}.
     """
-    return chat_service(
-        options["listen"],
-        options.net,
-        options.chat,
-        options.redis,
-        redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
-        redis_timeout=options["redis-timeout"],
-        disconnect_unknown=options["disconnect-unknown"],
+    return _twistd_service(
+        chat_service(
+            options["listen"],
+            options.net,
+            options.chat,
+            options.redis,
+            host=options.host,
+            redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
+            redis_timeout=options["redis-timeout"],
+            disconnect_unknown=options["disconnect-unknown"],
+        )
     )
-
-
-__all__ = [
-    "ChatService",
-    "ListeningService",
-    "chat_service",
-    "echo_service",
-    "make_chat_service",
-    "make_echo_service",
-    "make_sendqueue_service",
-    "sendqueue_service",
-]

@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
-from chatsvc.host.services import ListeningService
+from chatsvc.host.services import StageService
 from tests.support import PacketClient, check_reactor, connect
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
@@ -30,16 +29,13 @@ class IntegrationTestCase(TestCase):
         self.clients: list[PacketClient] = []
         self.addCleanup(self._close_clients)
 
-    async def start(
-        self, service: Service, listener: ListeningService | None = None
-    ) -> int:
+    async def start(self, service: StageService) -> int:
         """
         Start C{service}; return the port its listener got.
         """
-        listener = listener or service  # type: ignore[assignment]
         service.startService()
         self.addCleanup(service.stopService)
-        port = await listener.listening  # type: ignore[union-attr]
+        port = await service.listener.listening
         return int(port.getHost().port)
 
     async def connect(self, port: int, count: int = 1) -> list[PacketClient]:

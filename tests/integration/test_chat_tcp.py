@@ -46,7 +46,7 @@ class ChatTestCase(IntegrationTestCase):
             reactor=reactor,
             **kwargs,  # type: ignore[arg-type]
         )
-        return await self.start(self.service, self.service.listener)
+        return await self.start(self.service)
 
     async def login(self, client: PacketClient, user: str, password: str = "pw") -> int:
         count = len(client.events)

@@ -1,0 +1,413 @@
+# -*- test-case-name: tests.test_loadtest -*-
+"""
+C{chatsvc-bench}: the dummy-client load tester for chatsvc and any server that
+speaks the edu_cpp_IOCP tutorial's protocol (the tutorial's step 11, "test with
+a dummy client").
+
+    chatsvc-bench chat --port 11021 --users 1000 --rooms 100 --rate 5 --duration 30
+
+Exit codes: 0 when the run passed (nothing lost, duplicated or reordered, no
+protocol violation, no connection error); 1 when it did not; 2 for bad
+arguments, an unreachable server or too few file descriptors; 130 when
+interrupted before any result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from chatsvc.content.packets import MAX_USER_ID_LEN, MAX_USER_PW_LEN
+from chatsvc.loadtest.bot import MAX_SENDER, MIN_ECHO_SIZE, MAX_SERVER_PACKET
+from chatsvc.loadtest.config import SCENARIOS, RunConfig
+from chatsvc.loadtest.report import plot, progress_line, summary_table
+
+PROGRAM: Final = "chatsvc-bench"
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+DEFAULT_DURATION: Final = {"echo": 10.0, "login": 0.0, "chat": 10.0, "churn": 10.0}
+
+DESCRIPTION: Final = """\
+Load-test a chat server that speaks the edu_cpp_IOCP tutorial's protocol
+(chatsvc, or the tutorial's own server) with many bots.
+
+scenarios:
+  echo    DEV_ECHO packets: --window in flight per connection (1: ping-pong,
+          more: pipelined), or --rate a second; the server must echo them all,
+          in order (chatsvc: the chatsvc-sendqueue stage)
+  login   a login storm: every user connects, then all log in at once;
+          reports logins per second; the connections are held --duration s
+  chat    users log in and enter rooms (dealt out in turn); once all are in,
+          each sends --rate messages a second (0: closed loop, --window in
+          flight); latency is from a message's send to each member's notify,
+          and every member must get every message of its room once, in order
+  churn   each user repeats: connect, log in, enter, send --cycle-messages
+          messages, leave, disconnect
+
+Every second a progress line goes to standard error; at the end a summary
+table to standard output. Messages carry sender, sequence number and send
+time; the summary counts lost, duplicated and reordered notifies (all must
+be 0), every result code other than 0, connection errors and protocol
+violations by the server (a bot that sees one reports the packet and stops).
+"""
+
+EPILOG: Final = """\
+examples:
+  twistd -n --pidfile= chatsvc --listen tcp:11021:interface=127.0.0.1 --chat-rate 0
+  chatsvc-bench chat --users 200 --rooms 20 --rate 10 --duration 10
+  chatsvc-bench chat --users 100 --rooms 1 --rate 0 --window 4 --json out.json
+  chatsvc-bench login --users 10000 --procs 2 --redis redis://127.0.0.1:6379/0
+  chatsvc-bench echo --port 11022 --users 100 --window 32 --size 64
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not 0 or more")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    Return the command-line parser (every option explained in C{--help}).
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("scenario", choices=SCENARIOS, help="what the bots do")
+    target = parser.add_argument_group("server")
+    target.add_argument(
+        "--host", default="127.0.0.1", help="server host (default 127.0.0.1)"
+    )
+    target.add_argument(
+        "--port", type=_port, default=11021, help="server port (default 11021)"
+    )
+    users = parser.add_argument_group("users and rooms")
+    users.add_argument(
+        "--users", type=_positive_int, default=100, help="bots, one connection each"
+    )
+    users.add_argument(
+        "--rooms",
+        type=_positive_int,
+        default=10,
+        help="rooms the bots are dealt over (chat, churn; default 10)",
+    )
+    users.add_argument(
+        "--room-start",
+        type=int,
+        default=0,
+        help="number of the first room (the server's --room-start; default 0)",
+    )
+    users.add_argument(
+        "--user-prefix",
+        default="bench",
+        help="user ids are this prefix and the bot's index (default 'bench')",
+    )
+    users.add_argument(
+        "--user-start",
+        type=int,
+        default=0,
+        help="index of the first bot, to run several testers side by side",
+    )
+    login = parser.add_argument_group("login")
+    login.add_argument(
+        "--password",
+        default="pw",
+        help="every bot's password (open login ignores it; default 'pw')",
+    )
+    login.add_argument(
+        "--redis",
+        metavar="URL",
+        help="before the run, SET every bot's password key in this Redis"
+        " (redis://[user:password@]host:port/db), for a server run with --redis",
+    )
+    login.add_argument(
+        "--redis-key-prefix",
+        default="",
+        help="prefix of the password keys (the server's --redis-key-prefix)",
+    )
+    load = parser.add_argument_group("load")
+    load.add_argument(
+        "--rate",
+        type=_non_negative,
+        default=1.0,
+        metavar="MSGS_PER_S",
+        help="messages (chat, churn) or echoes a second per user; 0: closed loop,"
+        " as fast as the server answers (default 1)",
+    )
+    load.add_argument(
+        "--window",
+        "--depth",
+        type=_positive_int,
+        default=1,
+        help="with --rate 0: messages or echoes in flight per user, the next"
+        " sent as one comes back (echo: 1 is ping-pong; default 1)",
+    )
+    load.add_argument(
+        "--size",
+        type=int,
+        default=32,
+        help=f"echo packet size in bytes, header included ({MIN_ECHO_SIZE}.."
+        f"{MAX_SERVER_PACKET}; default 32)",
+    )
+    load.add_argument(
+        "--cycle-messages",
+        type=int,
+        default=5,
+        help="churn: messages per cycle (default 5)",
+    )
+    load.add_argument(
+        "--churn-pause",
+        type=_non_negative,
+        default=0.05,
+        help="churn: seconds a bot waits after a failed cycle (default 0.05)",
+    )
+    timing = parser.add_argument_group("timing")
+    timing.add_argument(
+        "--duration",
+        type=_non_negative,
+        metavar="S",
+        help="seconds of the measured phase (login: seconds the logged-in"
+        " connections are held after the storm; default 10, login 0)",
+    )
+    timing.add_argument(
+        "--ramp-up",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="spread the bots' start (connecting; churn: first cycle) over S"
+        " seconds (default 0: as fast as --connect-concurrency allows)",
+    )
+    timing.add_argument(
+        "--warmup",
+        type=_non_negative,
+        default=0.0,
+        metavar="S",
+        help="seconds of load before measuring starts (default 0)",
+    )
+    timing.add_argument(
+        "--drain",
+        type=_non_negative,
+        default=5.0,
+        metavar="S",
+        help="after the measured phase, seconds to wait for the last answers and"
+        " notifies (default 5)",
+    )
+    timing.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for a connection or an answer (default 10)",
+    )
+    runner = parser.add_argument_group("load generator")
+    runner.add_argument(
+        "--procs",
+        type=_positive_int,
+        default=1,
+        help="load processes the bots are spread over (whole rooms per process"
+        " where possible); their results are merged (default 1)",
+    )
+    runner.add_argument(
+        "--connect-concurrency",
+        type=_positive_int,
+        default=100,
+        help="connection attempts in progress at once, over all processes"
+        " (default 100; a server's listen backlog is often small)",
+    )
+    runner.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop of the load processes (auto: uvloop when installed)",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--json", type=Path, metavar="FILE", help="write every result here as JSON"
+    )
+    output.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="draw latency over time and its distribution (needs matplotlib:"
+        " pip install 'chatsvc[bench]')",
+    )
+    output.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
+    """
+    Parse and check the command line; exit with usage help on a mistake.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = DEFAULT_DURATION[args.scenario]
+    if args.scenario == "echo" and not MIN_ECHO_SIZE <= args.size <= MAX_SERVER_PACKET:
+        parser.error(f"--size must be {MIN_ECHO_SIZE}..{MAX_SERVER_PACKET}")
+    last_index = args.user_start + args.users - 1
+    if args.user_start < 0 or last_index > MAX_SENDER:
+        parser.error(f"bot indices must stay within 0..{MAX_SENDER}")
+    if len(f"{args.user_prefix}{last_index}".encode()) > MAX_USER_ID_LEN:
+        parser.error(
+            f"user ids must fit {MAX_USER_ID_LEN} bytes: shorten --user-prefix"
+        )
+    if len(args.password.encode()) > MAX_USER_PW_LEN:
+        parser.error(f"--password must fit {MAX_USER_PW_LEN} bytes")
+    if args.cycle_messages < 0:
+        parser.error("--cycle-messages must be 0 or more")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.procs > args.users:
+        parser.error("--procs cannot exceed --users")
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        parser.error("--plot needs matplotlib: pip install 'chatsvc[bench]'")
+    if args.redis:
+        from chatsvc.host.redis_login import RedisURL
+
+        try:
+            RedisURL.parse(args.redis)
+        except ValueError as e:
+            parser.error(f"--redis: {e}")
+    config = RunConfig(
+        scenario=args.scenario,
+        host=args.host,
+        port=args.port,
+        users=args.users,
+        rooms=args.rooms,
+        room_start=args.room_start,
+        rate=args.rate,
+        window=args.window,
+        duration=args.duration,
+        ramp_up=args.ramp_up,
+        warmup=args.warmup,
+        drain=args.drain,
+        timeout=args.timeout,
+        password=args.password,
+        user_prefix=args.user_prefix,
+        user_start=args.user_start,
+        redis=args.redis,
+        redis_key_prefix=args.redis_key_prefix,
+        procs=args.procs,
+        size=args.size,
+        cycle_messages=args.cycle_messages,
+        churn_pause=args.churn_pause,
+        connect_concurrency=args.connect_concurrency,
+        loop=args.loop,
+    )
+    return args, config
+
+
+def _say(text: str) -> None:
+    print(f"{PROGRAM}: {text}", file=sys.stderr, flush=True)
+
+
+def _prepare_redis(config: RunConfig) -> int:
+    from chatsvc.host.redis_login import RedisURL
+    from chatsvc.loadtest.bot import Directory
+    from chatsvc.loadtest.redis_keys import set_passwords
+
+    assert config.redis is not None
+    directory = Directory(config.user_prefix)
+    lifetime = config.ramp_up + config.warmup + config.duration + config.drain
+    return set_passwords(
+        RedisURL.parse(config.redis),
+        (directory.user_id(index) for index in config.bot_indices()),
+        config.password.encode("utf-8"),
+        key_prefix=config.redis_key_prefix.encode("utf-8"),
+        expire_seconds=int(max(600, 2 * lifetime + 2 * config.timeout)),
+        timeout=config.timeout,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run C{chatsvc-bench}; return the exit code.
+    """
+    args, config = parse_args(sys.argv[1:] if argv is None else argv)
+    from chatsvc.loadtest.redis_keys import RedisError
+    from chatsvc.loadtest.runner import (
+        Unreachable,
+        check_fd_limit,
+        preflight,
+        raise_fd_limit,
+        run,
+    )
+
+    limit = raise_fd_limit()
+    problem = check_fd_limit(config, limit)
+    if problem is not None:
+        _say(problem)
+        return EXIT_USAGE
+    if not args.quiet:
+        _say(f"open-file limit {limit.describe()}")
+    try:
+        preflight(config.host, config.port, config.timeout)
+    except Unreachable as e:
+        _say(str(e))
+        return EXIT_USAGE
+    if config.redis:
+        try:
+            count = _prepare_redis(config)
+        except RedisError as e:
+            _say(f"could not create the users' keys: {e}")
+            return EXIT_USAGE
+        if not args.quiet:
+            _say(f"set {count} password keys in Redis")
+
+    def show(row: dict[str, Any], phase: str) -> None:
+        print(progress_line(row, phase), file=sys.stderr, flush=True)
+
+    environment = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "fd_limit": limit.describe(),
+        "fd_soft_limit": limit.soft,
+        "procs": config.procs,
+    }
+    try:
+        summary = run(
+            config, environment=environment, progress=None if args.quiet else show
+        )
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    print(summary_table(summary))
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary.to_json(), indent=1) + "\n")
+    if args.plot is not None:
+        plot(summary, args.plot)
+    if summary.fatal:
+        _say(summary.fatal)
+    return EXIT_FAILED if summary.failed_checks else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
