@@ -3,9 +3,11 @@
 import os
 
 from twisted.application import service
+from twisted.internet import reactor
 
-from chatsvc import NetConfig, sendqueue_service
+from chatsvc import NetConfig, exit_cleanly_on_signals, sendqueue_service
 
 application = service.Application("chatsvc-sendqueue")
 listen = os.environ.get("CHATSVC_LISTEN", "tcp:11021")
 sendqueue_service(listen, NetConfig()).setServiceParent(application)
+exit_cleanly_on_signals(reactor)  # SIGTERM/SIGINT: graceful stop, exit status 0

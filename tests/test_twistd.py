@@ -5,19 +5,27 @@ tac/<stage>.tac} in a subprocess, checked over TCP and stopped with SIGTERM.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.content.packets import login_request
-from chatsvc.net.codec import encode_packet
+from chatsvc.client.events import ChatNotify, Response, parse_event
+from chatsvc.content.packets import (
+    PacketId,
+    chat_request,
+    enter_room_request,
+    login_request,
+)
+from chatsvc.net.codec import Packet, PacketDecoder, encode_packet
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +77,28 @@ class Twistd:
 
 def _twistd() -> list[str]:
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def _text(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    received = bytearray()
+    with connection:
+        connection.settimeout(20)
+        while chunk := connection.recv(65536):
+            received += chunk
+    return bytes(received)
+
+
+def decode_all(data: bytes) -> list[Packet]:
+    decoder = PacketDecoder()
+    decoder.feed(data)
+    packets = []
+    while (packet := decoder.next_packet()) is not None:
+        packets.append(packet)
+    return packets
 
 
 def exchange(port: int, data: bytes, expected: int) -> bytes:
@@ -138,6 +168,65 @@ class TwistdTests(SynchronousTestCase):
             )
             check(port)
             self.assertStopped(twistd)
+
+    def test_sigterm_during_chat_delivers_what_was_accepted(self) -> None:
+        """
+        SIGTERM in the middle of a chat run: every notify the server accepted
+        (its sender got ROOM_CHAT_RESPONSE 0) reaches every member, the
+        connections close, and twistd exits with status 0.
+        """
+        twistd, port = self.run_stage(
+            ["chatsvc", "--listen", self.listen(), "--chat-rate", "0"]
+        )
+        members = [socket.create_connection(("127.0.0.1", port), 5) for _ in range(3)]
+        for i, member in enumerate(members):
+            member.sendall(login_request(f"user{i}", "pw") + enter_room_request(0))
+        time.sleep(0.5)
+        for n in range(300):
+            for i, member in enumerate(members):
+                member.sendall(chat_request(f"{i}:{n}"))
+        twistd.process.send_signal(signal.SIGTERM)
+        streams = [read_until_closed(member) for member in members]
+        self.assertEqual(twistd.process.wait(20), 0)
+        twistd.stop()
+        notifies = []
+        for stream in streams:
+            events = [parse_event(p) for p in decode_all(stream)]
+            accepted = sum(
+                1 for e in events if e == Response(PacketId.ROOM_CHAT_RESPONSE, 0)
+            )
+            messages = [e.message for e in events if isinstance(e, ChatNotify)]
+            notifies.append((accepted, messages))
+        self.assertTrue(all(messages == notifies[0][1] for _, messages in notifies))
+        for i, (accepted, _) in enumerate(notifies):
+            mine = [m for m in notifies[0][1] if m.startswith(b"%d:" % i)]
+            self.assertEqual(mine, [b"%d:%d" % (i, n) for n in range(accepted)])
+        self.assertIn("chatsvc chat stopped", "".join(twistd.log))
+
+    def test_json_log_file(self) -> None:
+        directory = tempfile.TemporaryDirectory(prefix="chatsvc-twistd-")
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "chatsvc.json"
+        twistd = Twistd(
+            [
+                "chatsvc-echo",
+                "--listen",
+                self.listen(),
+                "--log-format",
+                "json",
+                "--log-file",
+                str(path),
+            ]
+        )
+        self.addCleanup(twistd.stop)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "listening on" not in _text(path):
+            time.sleep(0.1)
+        self.assertEqual(twistd.stop(), 0)
+        records = [json.loads(r) for r in _text(path).split("\x1e") if r.strip()]
+        formats = [r.get("log_format", "") for r in records]
+        self.assertTrue(any("starting the {stage} stage" in f for f in formats))
+        self.assertTrue(any("listening on" in f for f in formats))
 
     def test_bad_option_exits_non_zero(self) -> None:
         result = subprocess.run(

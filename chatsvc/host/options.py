@@ -132,6 +132,16 @@ class NetOptions(ConfigFileOptions):
             idle_timeout=self["idle-timeout"],
         )
 
+    def effective(self) -> dict[str, object]:
+        """
+        Every option's value, secrets masked, for the start-up log.
+        """
+        values = {key: value for key, value in self.opts.items() if value is not None}
+        redis: RedisURL | None = getattr(self, "redis", None)
+        if redis is not None:
+            values["redis"] = str(redis)
+        return values
+
     def log_settings(self) -> LogSettings:
         """
         The logging settings these options describe.

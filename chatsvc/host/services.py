@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 
+from chatsvc._version import __version__
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import LoginBackend, OpenLogin
 from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
@@ -28,7 +29,7 @@ from chatsvc.host.metrics import (
     metrics_site,
     redis_latency,
 )
-from chatsvc.host.options import ChatOptions, EchoOptions, SendQueueOptions
+from chatsvc.host.options import ChatOptions, EchoOptions, NetOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisLogin, RedisURL
 from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
@@ -103,6 +104,7 @@ class StageService(MultiService):
         checks: Iterable[HealthCheck] = (),
     ) -> None:
         super().__init__()
+        self.settings: dict[str, object] = {}
         self.stage = stage
         self.factory = factory
         self.host = host
@@ -115,6 +117,16 @@ class StageService(MultiService):
             site = metrics_site(self.registry, [self._accepting, *checks])
             self.metrics = ListeningService("metrics", host.metrics, site, reactor)
             self.metrics.setServiceParent(self)
+
+    def startService(self) -> None:
+        log.info(
+            "chatsvc {version} starting the {stage} stage: {settings}",
+            version=__version__,
+            stage=self.stage,
+            settings=", ".join(f"{k}={v}" for k, v in sorted(self.settings.items()))
+            or "defaults",
+        )
+        super().startService()
 
     def _accepting(self) -> str | None:
         if self.running and self.listener.port is not None:
@@ -307,7 +319,8 @@ def exit_cleanly_on_signals(reactor: _RunningReactor) -> None:
     reactor.callWhenRunning(install)
 
 
-def _twistd_service(service: StageService) -> IService:
+def _twistd_service(service: StageService, options: NetOptions) -> IService:
+    service.settings = options.effective()
     exit_cleanly_on_signals(cast(_RunningReactor, default_reactor()))
     return service
 
@@ -317,7 +330,7 @@ def make_echo_service(options: EchoOptions) -> IService:
     C{twistd chatsvc-echo}.
     """
     return _twistd_service(
-        echo_service(options["listen"], options.net, host=options.host)
+        echo_service(options["listen"], options.net, host=options.host), options
     )
 
 
@@ -331,7 +344,8 @@ def make_sendqueue_service(options: SendQueueOptions) -> IService:
             options.net,
             host=options.host,
             disconnect_unknown=options["disconnect-unknown"],
-        )
+        ),
+        options,
     )
 
 
@@ -349,5 +363,6 @@ def make_chat_service(options: ChatOptions) -> IService:
             redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
             redis_timeout=options["redis-timeout"],
             disconnect_unknown=options["disconnect-unknown"],
-        )
+        ),
+        options,
     )

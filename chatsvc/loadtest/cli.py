@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from chatsvc.content.packets import MAX_USER_ID_LEN, MAX_USER_PW_LEN
-from chatsvc.loadtest.bot import MAX_SENDER, MIN_ECHO_SIZE, MAX_SERVER_PACKET
+from chatsvc.loadtest.bot import MAX_SENDER, MAX_SERVER_PACKET, MIN_ECHO_SIZE
 from chatsvc.loadtest.config import SCENARIOS, RunConfig
 from chatsvc.loadtest.report import plot, progress_line, summary_table
 
@@ -354,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, config = parse_args(sys.argv[1:] if argv is None else argv)
     from chatsvc.loadtest.redis_keys import RedisError
     from chatsvc.loadtest.runner import (
-        Unreachable,
+        UnreachableError,
         check_fd_limit,
         preflight,
         raise_fd_limit,
@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"open-file limit {limit.describe()}")
     try:
         preflight(config.host, config.port, config.timeout)
-    except Unreachable as e:
+    except UnreachableError as e:
         _say(str(e))
         return EXIT_USAGE
     if config.redis:

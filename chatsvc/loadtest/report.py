@@ -106,16 +106,11 @@ def summary_table(summary: Summary) -> str:
                 f" {_n(summary.counts['peak_in_room'])} in rooms at peak",
             )
         )
-    if scenario == "churn":
-        rows.append(
-            (
-                "cycles",
-                f"{_n(summary.counts['cycles'])}"
-                f" ({_n(summary.counts['cycles'] / max(summary.window['seconds'], 1e-9))}"
-                "/s)",
-            )
-        )
     window = summary.window
+    if scenario == "churn":
+        cycles = summary.counts["cycles"]
+        per_s = cycles / max(window["seconds"], 1e-9)
+        rows.append(("cycles", f"{_n(cycles)} ({_n(per_s)}/s)"))
     if scenario == "login":
         rows.append(("held", f"{config['duration']:g} s after the storm"))
     else:

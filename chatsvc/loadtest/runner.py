@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from chatsvc.loadtest.bot import Bot, BotState, Counters, Directory, SentLog
 from chatsvc.loadtest.config import RunConfig, share_bots
-from chatsvc.loadtest.scenarios import SCENARIO_BOTS, BotFailed
+from chatsvc.loadtest.scenarios import SCENARIO_BOTS, BotFailedError
 from chatsvc.loadtest.stats import (
     Summary,
     Tick,
@@ -58,7 +58,7 @@ FD_MARGIN: Final = 32
 """File descriptors a load process needs besides its connections."""
 
 
-class Unreachable(Exception):
+class UnreachableError(Exception):
     """
     The server cannot be reached at all.
     """
@@ -94,10 +94,7 @@ def raise_fd_limit() -> FdLimit:
         return FdLimit(None, None, None)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     raised_from = None
-    if hard == resource.RLIM_INFINITY:
-        target = max(soft, 1_048_576)
-    else:
-        target = hard
+    target = max(soft, 1_048_576) if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -120,10 +117,11 @@ def check_fd_limit(config: RunConfig, limit: FdLimit) -> str | None:
     per_process = max(len(part) for part in share_bots(config))
     if per_process + FD_MARGIN <= limit.soft:
         return None
+    procs = -(-config.users // max(limit.soft - FD_MARGIN, 1))
     return (
         f"{per_process} connections in one load process need about"
         f" {per_process + FD_MARGIN} file descriptors, but the limit is"
-        f" {limit.describe()}: use --procs {-(-config.users // (limit.soft - FD_MARGIN))}"
+        f" {limit.describe()}: use --procs {procs}"
         " or more, or raise the hard limit (ulimit -Hn, /etc/security/limits.conf)"
     )
 
@@ -132,22 +130,22 @@ def preflight(host: str, port: int, timeout: float) -> None:
     """
     Open and close one connection.
 
-    @raise Unreachable: with a clear reason if the server cannot be reached.
+    @raise UnreachableError: with a clear reason if the server cannot be reached.
     """
     try:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except ConnectionRefusedError:
-        raise Unreachable(
+        raise UnreachableError(
             f"cannot connect to {host}:{port}: connection refused"
             " (is the server running, and listening there?)"
         ) from None
     except TimeoutError:
-        raise Unreachable(
+        raise UnreachableError(
             f"cannot connect to {host}:{port}: no answer within {timeout:g} s"
         ) from None
     except OSError as e:
-        raise Unreachable(
+        raise UnreachableError(
             f"cannot connect to {host}:{port}: {e.strerror or e}"
         ) from None
 
@@ -232,7 +230,7 @@ class Link(asyncio.Protocol):
             if condition():
                 future.set_result(None)
             elif self.closed.done():
-                future.set_exception(BotFailed())
+                future.set_exception(BotFailedError())
             else:
                 keep.append((condition, future))
         self._waiters = keep
@@ -245,7 +243,7 @@ class Link(asyncio.Protocol):
         if condition():
             return True
         if not self.open:
-            raise BotFailed
+            raise BotFailedError
         future: asyncio.Future[None] = self.worker.loop.create_future()
         self._waiters.append((condition, future))
         try:
@@ -261,7 +259,7 @@ class Link(asyncio.Protocol):
                 worker.counters.error(
                     f"no answer within {worker.config.timeout:g} s: {what}"
                 )
-            raise BotFailed
+            raise BotFailedError
 
     async def drain(self, condition: Callable[[], bool]) -> bool:
         worker = self.worker
@@ -272,7 +270,7 @@ class Link(asyncio.Protocol):
         )
         try:
             return await self._until(condition, deadline)
-        except BotFailed:
+        except BotFailedError:
             return False
 
     async def close(self) -> None:
@@ -315,6 +313,7 @@ class Worker:
         self._all_answered: asyncio.Future[None] = self.loop.create_future()
         self._last_answer_ns = 0
         self._go_ns = 0
+        self._window = (0.0, 0.0, 0, 0)
         self._connect_slots = asyncio.Semaphore(
             max(1, config.connect_concurrency // config.procs)
         )
@@ -386,7 +385,7 @@ class Worker:
                 )
             except (OSError, TimeoutError) as e:
                 self._connect_failed(e)
-                raise BotFailed from None
+                raise BotFailedError from None
         self.result.connects_ok += 1
         with contextlib.suppress(OSError):
             sock = link.transport.get_extra_info("socket")  # type: ignore[union-attr]
@@ -479,7 +478,7 @@ class Worker:
     async def _run_bot(self, scenario: Any, bot: Bot) -> None:
         try:
             await scenario(self, bot)
-        except BotFailed:
+        except BotFailedError:
             pass
         finally:
             self._arrive(bot)
@@ -487,10 +486,9 @@ class Worker:
     async def _measure(self) -> None:
         config = self.config
         counters = self.counters
-        self._go_ns = time.monotonic_ns()
         if config.scenario == "login":
-            # Every bot that got here sends its login now; the window lasts
-            # until the last answer.
+            # Every bot that got here sent its login at "go"; the window
+            # lasts until the last answer.
             self._check_answered()
             await self._interruptible(self._all_answered, config.timeout + 1)
             end_ns = self._last_answer_ns or time.monotonic_ns()
@@ -504,11 +502,10 @@ class Worker:
             self._sample_peaks()
             await self._interruptible(None, config.duration)
             return
-        await self._interruptible(None, config.warmup)
-        counters.recording = True
-        start = self.loop.time()
-        cpu_start = time.process_time()
-        sent, received = counters.sent, counters.received
+        if config.warmup > 0:
+            await self._interruptible(None, config.warmup)
+            self._window_start()
+        start, cpu_start, sent, received = self._window
         await self._interruptible(None, config.duration)
         self.result.window = {
             "seconds": self.loop.time() - start,
@@ -517,6 +514,19 @@ class Worker:
         }
         self.result.cpu_seconds = time.process_time() - cpu_start
         self._sample_peaks()
+
+    def _window_start(self) -> None:
+        """
+        Open the measured window: note the counters and start recording.
+        """
+        counters = self.counters
+        counters.recording = True
+        self._window = (
+            self.loop.time(),
+            time.process_time(),
+            counters.sent,
+            counters.received,
+        )
 
     async def _interruptible(
         self, awaitable: asyncio.Future[None] | None, seconds: float
@@ -641,7 +651,11 @@ class Worker:
         Handle a message from the parent.
         """
         kind = message[0]
-        if kind == "go":
+        if kind == "go" and not self.go.is_set():
+            # Before any bot wakes up: they start sending as soon as it is set.
+            self._go_ns = time.monotonic_ns()
+            if self.config.warmup <= 0:
+                self._window_start()
             self.go.set()
         elif kind == "stop":
             self.stop_requested.set()

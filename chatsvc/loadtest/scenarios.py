@@ -17,7 +17,7 @@ clocks, the start barrier, the end of the run) and one L{Bot}:
     messages, wait for them to come back, leave, disconnect.
 
 Whatever fails is counted where it happens (the driver or the bot) and ends
-that bot with L{BotFailed}; the others go on.
+that bot with L{BotFailedError}; the others go on.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ MIN_SLEEP = 0.001
 MAX_SLEEP = 0.25
 
 
-class BotFailed(Exception):
+class BotFailedError(Exception):
     """
     This bot cannot go on; what went wrong has been counted.
     """
@@ -65,7 +65,7 @@ class Link(Protocol):
         """
         Return once C{condition()} holds (checked as data arrives).
 
-        @raise BotFailed: on the request timeout or if the connection closes.
+        @raise BotFailedError: on the request timeout or if the connection closes.
         """
 
     async def drain(self, condition: Callable[[], bool]) -> bool:
@@ -123,7 +123,7 @@ class Driver(Protocol):
         """
         Open a connection for C{bot}.
 
-        @raise BotFailed: if it cannot be opened.
+        @raise BotFailedError: if it cannot be opened.
         """
 
     async def ready(self, bot: Bot) -> None:
@@ -301,7 +301,7 @@ async def churn_bot(driver: Driver, bot: Bot) -> None:
     while not driver.stopping:
         try:
             await churn_cycle(driver, bot, config.cycle_messages)
-        except BotFailed:
+        except BotFailedError:
             await driver.sleep(config.churn_pause)
 
 
@@ -321,7 +321,7 @@ async def churn_cycle(driver: Driver, bot: Bot, messages: int) -> None:
             return
         if not done:
             driver.counters.error("timeout waiting for own chat messages")
-            raise BotFailed
+            raise BotFailedError
         if await leave(link, bot):
             driver.counters.cycles += 1
     finally:

@@ -241,7 +241,10 @@ def describe_request(packet_id: int) -> str:
     """
     Return the request a response id answers (C{"chat"} for 222).
     """
-    return _REQUESTS.get(packet_id, str(packet_id))  # type: ignore[call-overload]
+    for request_id, name in _REQUESTS.items():
+        if request_id == packet_id:
+            return name
+    return str(packet_id)
 
 
 def result_rows(results: Mapping[tuple[int, int], int]) -> list[dict[str, Any]]:
