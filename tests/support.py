@@ -20,6 +20,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from chatsvc.client.events import Event, parse_event
@@ -225,3 +226,20 @@ async def connect(port: int) -> PacketClient:
     client = PacketClient()
     await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
     return client
+
+
+class HalfCloseTransport(StringTransport):
+    """
+    A L{StringTransport} that also records C{loseWriteConnection} (a TCP
+    half-close) and C{abortConnection}.
+    """
+
+    write_closed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()

@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import describe_peer
 from chatsvc.net.echo import EchoFactory
+from tests.support import HalfCloseTransport
 
 
 class ConnectionLimitTests(SynchronousTestCase):
@@ -51,13 +52,13 @@ class ShutdownTests(SynchronousTestCase):
         for port in (1, 2):
             addr = IPv4Address("TCP", "127.0.0.1", port)
             protocol = self.factory.buildProtocol(addr)
-            transport = StringTransport(peerAddress=addr)
+            transport = HalfCloseTransport(peerAddress=addr)
             protocol.makeConnection(transport)  # type: ignore[union-attr]
             self.transports.append((protocol, transport))
 
     def test_closes_gracefully(self) -> None:
         done = self.factory.shutdown(5)
-        self.assertTrue(all(t.disconnecting for _, t in self.transports))
+        self.assertTrue(all(t.write_closed for _, t in self.transports))
         self.assertNoResult(done)
         for protocol, _ in self.transports:
             protocol.connectionLost(Failure(ConnectionError()))  # type: ignore[union-attr]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from chatsvc.net.codec import Packet, encode_packet
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory
+from tests.support import HalfCloseTransport
 
 
 class RecordingApp:
@@ -55,11 +56,11 @@ class SessionTestCase(SynchronousTestCase):
         )
         self.factory = SessionFactory(self.app, self.config, self.reactor)
 
-    def connect(self, port: int = 1000) -> tuple[Session, StringTransport]:
+    def connect(self, port: int = 1000) -> tuple[Session, HalfCloseTransport]:
         addr = IPv4Address("TCP", "127.0.0.1", port)
         session = self.factory.buildProtocol(addr)
         assert session is not None
-        transport = StringTransport(peerAddress=addr)
+        transport = HalfCloseTransport(peerAddress=addr)
         session.makeConnection(transport)
         return session, transport
 
@@ -259,10 +260,26 @@ class SessionTests(SessionTestCase):
         session.send(b"held")
         session.close("test")
         self.assertEqual(transport.value(), b"held")
+        self.assertTrue(transport.write_closed)
 
-    def test_close_flushes_then_disconnects(self) -> None:
+    def test_close_flushes_then_half_closes(self) -> None:
+        """
+        A closed session sends what it queued, ends its side of the stream,
+        ignores further input, and aborts if the peer lingers.
+        """
         session, transport = self.connect()
         session.send(b"bye")
-        session.close("test")
+        session.close("test", linger=5)
         self.assertEqual(transport.value(), b"bye")
-        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.write_closed)
+        session.dataReceived(encode_packet(1, b"ignored"))
+        self.turn()
+        self.assertEqual(self.app.packets(), [])
+        self.reactor.advance(5)
+        self.assertTrue(transport.aborted)
+
+    def test_peer_closing_cancels_the_linger(self) -> None:
+        session, _ = self.connect()
+        session.close("test", linger=5)
+        session.connectionLost(Failure(ConnectionError()))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])

@@ -20,6 +20,8 @@ from chatsvc.content.packets import PacketId, parse_request
 from chatsvc.net.codec import Packet, ProtocolError, encode_packet
 from chatsvc.net.session import Session
 
+DEV_ECHO = PacketId.DEV_ECHO.value
+
 
 class UnknownPackets:
     """
@@ -53,23 +55,35 @@ class PacketEcho:
 
     def __init__(self, unknown: UnknownPackets | None = None) -> None:
         self.unknown = unknown if unknown is not None else UnknownPackets()
-        self.packets_out: Counter[int] = Counter()
-        self.bytes_out: Counter[int] = Counter()
+        self.echoed = 0
+        self.echoed_bytes = 0
 
     def connected(self, session: Session) -> None:
         pass
 
     def packet_received(self, session: Session, packet: Packet) -> None:
-        if packet.packet_id == PacketId.DEV_ECHO:
-            echo = encode_packet(PacketId.DEV_ECHO, packet.body, packet.type)
-            self.packets_out[PacketId.DEV_ECHO] += 1
-            self.bytes_out[PacketId.DEV_ECHO] += len(echo)
-            session.send(echo)
+        if packet.packet_id == DEV_ECHO:
+            echo = encode_packet(DEV_ECHO, packet.body, packet.type)
+            self.echoed += 1
+            self.echoed_bytes += len(echo)
+            session.queue.push(echo)
         else:
             self.unknown(session, packet)
 
     def disconnected(self, session: Session, reason: Failure) -> None:
         pass
+
+    def packets_out(self) -> dict[int, int]:
+        """
+        Packets sent, by packet id.
+        """
+        return {DEV_ECHO: self.echoed}
+
+    def bytes_out(self) -> dict[int, int]:
+        """
+        Bytes of packets sent, by packet id.
+        """
+        return {DEV_ECHO: self.echoed_bytes}
 
 
 class ChatApplication:

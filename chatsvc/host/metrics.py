@@ -60,8 +60,8 @@ class StageCollector(Collector):
         self,
         factory: LimitedFactory,
         chat: ChatServer[Any] | None = None,
-        packets_out: dict[int, int] | None = None,
-        bytes_out: dict[int, int] | None = None,
+        packets_out: Callable[[], dict[int, int]] | None = None,
+        bytes_out: Callable[[], dict[int, int]] | None = None,
     ) -> None:
         self._factory = factory
         self._chat = chat
@@ -111,12 +111,12 @@ class StageCollector(Collector):
         )
         if self._packets_out is not None and self._bytes_out is not None:
             yield _by_packet(
-                "chatsvc_packets_out", "Packets sent.", dict(self._packets_out)
+                "chatsvc_packets_out", "Packets sent.", self._packets_out()
             )
             yield _by_packet(
                 "chatsvc_packet_bytes_out",
                 "Bytes of packets sent.",
-                dict(self._bytes_out),
+                self._bytes_out(),
             )
         yield GaugeMetricFamily(
             "chatsvc_send_queue_bytes",

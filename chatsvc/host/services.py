@@ -226,7 +226,10 @@ class ChatService(StageService):
         factory.pump.add_turn_hook(self.application.end_of_turn)
         server = self.application.server
         collector = StageCollector(
-            factory, server, server.stats.packets_out, server.stats.bytes_out
+            factory,
+            server,
+            lambda: dict(server.stats.packets_out),
+            lambda: dict(server.stats.bytes_out),
         )
         super().__init__(
             "chat",

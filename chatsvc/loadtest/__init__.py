@@ -20,12 +20,11 @@ from chatsvc.loadtest.bot import (
     Directory,
     SentLog,
     SequenceTracker,
-    chat_message,
     count_lost,
-    parse_chat_message,
 )
 from chatsvc.loadtest.config import RunConfig, share_bots
 from chatsvc.loadtest.stats import Summary, WorkerResult, merge
+from chatsvc.loadtest.wire import chat_message, parse_chat_message
 
 __all__ = [
     "Bot",

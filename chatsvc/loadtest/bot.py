@@ -10,17 +10,19 @@ which return the bytes to write); L{Bot.data_to_send} hands out what it wants
 written on its own (closed-loop refills). It never touches a socket or a clock,
 so every rule is testable with hand-made bytes.
 
-Every chat message a bot sends is C{b"<sender>:<seq>:<visit>:<sent-ns>"},
-fixed width (L{MESSAGE_FORMAT}): the sender's bot index, its sequence number
-(1, 2, 3... over the whole run), the sequence number of its first message
-since it last entered a room (the I{visit}), and the sender's monotonic clock
-in nanoseconds. Each receiver keeps a L{SequenceTracker}: per sender in its
-room, the last sequence number seen and the gaps. A number above the next one
-opens a gap (lost, unless it turns up later: then it is I{reordered}); a number
-seen before is I{duplicated}. Losses at the end of a visit (the last messages
-before a sender left, or before the run ended) are found against the senders'
-own record of what the server accepted (L{SentLog}), merged across processes
-by L{count_lost}.
+Every chat message a bot sends says who sent it, its sequence number (1, 2,
+3... over the whole run), the sequence number of its first message since it
+last entered a room (the I{visit}) and the sender's monotonic clock in
+nanoseconds (see L{chatsvc.loadtest.wire}). Each receiver keeps a
+L{SequenceTracker}: per sender in its room, the last sequence number seen and
+the gaps. A number above the next one opens a gap (lost, unless it turns up
+later: then it is I{reordered}); a number seen before is I{duplicated}. Losses
+at the end of a visit (the last messages before a sender left, or before the
+run ended) are found against the senders' own record of what the server
+accepted (L{SentLog}), merged across processes by L{count_lost}.
+
+Runs of notifies take a faster path when numpy is installed
+(L{chatsvc.loadtest.batch}), with the same results.
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from chatsvc.client.events import (
     parse_event,
 )
 from chatsvc.content.packets import (
-    CHAT_MSG_FIELD,
     USER_ID_FIELD,
     PacketId,
     chat_request,
@@ -50,51 +51,27 @@ from chatsvc.content.packets import (
     leave_room_request,
     login_request,
 )
+from chatsvc.loadtest.batch import MIN_BATCH, NotifyBatch
+from chatsvc.loadtest.wire import (
+    MESSAGE_SIZE,
+    NOTIFY_SIZE,
+    chat_message,
+)
 from chatsvc.net.codec import HEADER_SIZE, Packet, ProtocolError, encode_packet
 
 #: The reference client's largest packet: a server must never send more.
 MAX_SERVER_PACKET: Final = 1024
-NOTIFY_SIZE: Final = HEADER_SIZE + USER_ID_FIELD + CHAT_MSG_FIELD
 ECHO_STAMP: Final = struct.Struct("<Qq")
 #: The smallest DEV_ECHO packet that carries a sequence number and a time.
 MIN_ECHO_SIZE: Final = HEADER_SIZE + ECHO_STAMP.size
 #: Latencies are recorded in microseconds, rounded down to 11 significant bits
 #: (what an HDR histogram with 3 significant digits keeps anyway).
 SIGNIFICANT_BITS: Final = 11
-#: A bot chat message: sender, seq, visit and send time, fixed width so that
-#: a receiver finds each number at a known offset.
-MESSAGE_FORMAT: Final = b"%08d:%010d:%010d:%018d"
-MESSAGE_SIZE: Final = 49
-MAX_SENDER: Final = 10**8 - 1
 _LENGTH_ID = struct.Struct("<HH")
+_BATCH_BYTES = MIN_BATCH * NOTIFY_SIZE
 _USER_FIELD_START = HEADER_SIZE
 _MESSAGE_START = HEADER_SIZE + USER_ID_FIELD
 _HEX_BYTES = 48
-
-
-def chat_message(sender: int, seq: int, visit: int, sent_ns: int) -> bytes:
-    """
-    Return the text of one bot chat message (always L{MESSAGE_SIZE} bytes).
-    """
-    return MESSAGE_FORMAT % (sender, seq, visit, sent_ns)
-
-
-def parse_chat_message(message: bytes | bytearray) -> tuple[int, int, int, int] | None:
-    """
-    Return C{(sender, seq, visit, sent_ns)} of a bot chat message, or L{None}
-    for any other text.
-    """
-    if len(message) != MESSAGE_SIZE or message[8:9] != b":":
-        return None
-    try:
-        return (
-            int(message[0:8]),
-            int(message[9:19]),
-            int(message[20:30]),
-            int(message[31:49]),
-        )
-    except ValueError:
-        return None
 
 
 def quantize_us(value: int) -> int:
@@ -425,6 +402,7 @@ class Bot:
         window: int = 0,
         pinned_first: int | None = None,
         strict_existing: bool = False,
+        batch: NotifyBatch | None = None,
     ) -> None:
         if echo_size < MIN_ECHO_SIZE:
             raise ValueError(f"echo packets need at least {MIN_ECHO_SIZE} bytes")
@@ -439,6 +417,7 @@ class Bot:
         self.window = window
         self.pinned_first = pinned_first
         self.strict_existing = strict_existing
+        self.batch = batch
         self.state = BotState.CONNECTED
         self.tracker = SequenceTracker()
         self.sending = False
@@ -602,6 +581,7 @@ class Bot:
         tracker = self.tracker
         visits = tracker.visits
         field_of = self.directory.field
+        batch = self.batch
         received = 0
         try:
             while end - offset >= 4:
@@ -617,9 +597,25 @@ class Bot:
                 if stop > end:
                     break
                 if packet_id == PacketId.ROOM_CHAT_NOTIFY and length == NOTIFY_SIZE:
+                    if (
+                        batch is not None
+                        and end - offset >= _BATCH_BYTES
+                        and self.state in _IN_ROOM_STATES
+                    ):
+                        taken = batch.take(self, buffer, offset, end, now_ns)
+                        if taken != offset:
+                            offset = taken
+                            continue
+                        # Something unusual: the plain path, for this read.
+                        batch = None
                     start = offset + _MESSAGE_START
                     try:
-                        if buffer[start + MESSAGE_SIZE] or buffer[start + 8] != 58:
+                        if (
+                            buffer[start + MESSAGE_SIZE]
+                            or buffer[start + 8] != 58
+                            or buffer[start + 19] != 58
+                            or buffer[start + 30] != 58
+                        ):
                             raise ValueError
                         sender = int(buffer[start : start + 8])
                         seq = int(buffer[start + 9 : start + 19])
@@ -659,7 +655,7 @@ class Bot:
                                 us = us >> shift << shift
                             latency[us] = latency.get(us, 0) + 1
                         if sender == self.index:
-                            self._returned()
+                            self.returned(1)
                 else:
                     packet = Packet(
                         packet_id, buffer[offset + 4], bytes(buffer[offset + 5 : stop])
@@ -672,11 +668,11 @@ class Bot:
             if offset:
                 del buffer[:offset]
 
-    def _returned(self) -> None:
+    def returned(self, count: int) -> None:
         """
-        One of this bot's messages came back.
+        C{count} of this bot's messages came back (or will not).
         """
-        self.in_flight -= 1
+        self.in_flight -= count
         if self.window and self.sending and self.in_flight < self.window:
             self._refill()
 
@@ -766,7 +762,7 @@ class Bot:
             seq = self._chats.popleft()
             if result:
                 self.log.rejected.setdefault(self.index, set()).add(seq)
-                self._returned()
+                self.returned(1)
             else:
                 self.last_ok = seq
         elif packet_id == PacketId.LOGIN_RESPONSE:
@@ -820,7 +816,7 @@ class Bot:
         if counters.recording:
             us = quantize_us((now_ns - sent_ns) // 1000)
             counters.latency[us] = counters.latency.get(us, 0) + 1
-        self._returned()
+        self.returned(1)
         return True
 
     def _violate(self, reason: str, data: bytes | bytearray) -> None:

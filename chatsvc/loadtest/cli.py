@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from chatsvc.content.packets import MAX_USER_ID_LEN, MAX_USER_PW_LEN
-from chatsvc.loadtest.bot import MAX_SENDER, MAX_SERVER_PACKET, MIN_ECHO_SIZE
+from chatsvc.loadtest.bot import MAX_SERVER_PACKET, MIN_ECHO_SIZE
 from chatsvc.loadtest.config import SCENARIOS, RunConfig
 from chatsvc.loadtest.report import plot, progress_line, summary_table
+from chatsvc.loadtest.wire import MAX_SENDER
 
 PROGRAM: Final = "chatsvc-bench"
 EXIT_OK: Final = 0
@@ -247,6 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop of the load processes (auto: uvloop when installed)",
     )
+    runner.add_argument(
+        "--no-numpy",
+        dest="batch_parser",
+        action="store_false",
+        help="check notifies one by one in Python even when numpy is installed"
+        " (numpy checks runs of notifies at once: a faster load generator,"
+        " the same results)",
+    )
+    runner.add_argument(
+        "--server-pid",
+        type=_positive_int,
+        metavar="PID",
+        help="also measure the CPU time of this server process (and of the whole"
+        " machine) over the measured window (Linux)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", type=Path, metavar="FILE", help="write every result here as JSON"
@@ -321,6 +337,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
         churn_pause=args.churn_pause,
         connect_concurrency=args.connect_concurrency,
         loop=args.loop,
+        batch_parser=args.batch_parser,
+        server_pid=args.server_pid,
     )
     return args, config
 

@@ -21,6 +21,8 @@ class RunConfig:
         flight: it sends the next when one comes back (closed loop).
     @ivar duration: seconds of the measured phase (for C{login}: seconds the
         logged-in connections are held open after the storm).
+    @ivar server_pid: a server process on this machine whose CPU time is
+        measured over the window (Linux only).
     """
 
     scenario: str
@@ -48,6 +50,7 @@ class RunConfig:
     connect_concurrency: int = 100
     loop: str = "auto"
     batch_parser: bool = True
+    server_pid: int | None = None
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:

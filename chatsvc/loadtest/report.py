@@ -158,10 +158,15 @@ def summary_table(summary: Summary) -> str:
     rows.append(
         ("violations", _n(violations["count"]) if violations["count"] else "none")
     )
-    if summary.cpu["load_seconds"]:
-        rows.append(
-            ("load CPU", f"{summary.cpu['load_pct_of_one_core']:.0f}% of one core")
-        )
+    cpu = summary.cpu
+    if cpu["load_seconds"]:
+        text = f"load {cpu['load_pct_of_one_core']:.0f}%"
+        if "server_pct_of_one_core" in cpu:
+            text += (
+                f", server {cpu['server_pct_of_one_core']:.0f}%,"
+                f" everything else {cpu['other_pct_of_one_core']:.0f}%"
+            )
+        rows.append(("CPU", text + " of one core, in the window"))
     rows.append(("fd limit", str(environment.get("fd_limit"))))
     failed = summary.failed_checks
     if summary.interrupted:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Final
 
+from chatsvc.loadtest.batch import NotifyBatch, available
 from chatsvc.loadtest.bot import Bot, BotState, Counters, Directory, SentLog
 from chatsvc.loadtest.config import RunConfig, share_bots
 from chatsvc.loadtest.scenarios import SCENARIO_BOTS, BotFailedError
@@ -148,6 +149,34 @@ def preflight(host: str, port: int, timeout: float) -> None:
         raise UnreachableError(
             f"cannot connect to {host}:{port}: {e.strerror or e}"
         ) from None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """
+    Return the CPU time (user + system) process C{pid} has used (Linux
+    C{/proc}; 0 where it cannot be read).
+    """
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime, fields 14 and 15 of proc(5), follow "pid (comm)" and 11 more.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """
+    Return the user, nice and system CPU time of the whole machine, all cores
+    added up (Linux C{/proc/stat}; 0 where it cannot be read).
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system = (int(field) for field in fields[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
 # --- one load process ------------------------------------------------------------
@@ -313,7 +342,7 @@ class Worker:
         self._all_answered: asyncio.Future[None] = self.loop.create_future()
         self._last_answer_ns = 0
         self._go_ns = 0
-        self._window = (0.0, 0.0, 0, 0)
+        self._window: dict[str, float] = {}
         self._connect_slots = asyncio.Semaphore(
             max(1, config.connect_concurrency // config.procs)
         )
@@ -329,6 +358,10 @@ class Worker:
             parser="python",
         )
         pinned = 1 if config.scenario == "chat" else None
+        batch = None
+        if config.batch_parser and config.scenario in ("chat", "churn") and available():
+            batch = NotifyBatch(self.directory, config.user_start, config.users)
+            self.result.parser = "numpy"
         self.bots = [
             Bot(
                 index,
@@ -340,6 +373,7 @@ class Worker:
                 echo_size=config.size,
                 pinned_first=pinned,
                 strict_existing=config.scenario == "chat",
+                batch=batch,
             )
             for index in indices
         ]
@@ -485,18 +519,15 @@ class Worker:
 
     async def _measure(self) -> None:
         config = self.config
-        counters = self.counters
         if config.scenario == "login":
             # Every bot that got here sent its login at "go"; the window
             # lasts until the last answer.
             self._check_answered()
             await self._interruptible(self._all_answered, config.timeout + 1)
             end_ns = self._last_answer_ns or time.monotonic_ns()
-            self.result.window = {
-                "seconds": (end_ns - self._go_ns) / 1e9,
-                "sent": len(self._at_start),
-                "received": counters.logins,
-            }
+            self._window_end((end_ns - self._go_ns) / 1e9)
+            self.result.window["sent"] = len(self._at_start)
+            self.result.window["received"] = self.counters.logins
             if self._last_answer_ns:
                 self.result.login_span_ns = (self._go_ns, end_ns)
             self._sample_peaks()
@@ -505,28 +536,43 @@ class Worker:
         if config.warmup > 0:
             await self._interruptible(None, config.warmup)
             self._window_start()
-        start, cpu_start, sent, received = self._window
         await self._interruptible(None, config.duration)
-        self.result.window = {
-            "seconds": self.loop.time() - start,
-            "sent": counters.sent - sent,
-            "received": counters.received - received,
-        }
-        self.result.cpu_seconds = time.process_time() - cpu_start
+        self._window_end()
         self._sample_peaks()
+
+    def _snapshot(self) -> dict[str, float]:
+        counters = self.counters
+        pid = self.config.server_pid
+        return {
+            "time": self.loop.time(),
+            "cpu": time.process_time(),
+            "sent": counters.sent,
+            "received": counters.received,
+            "server_cpu": process_cpu_seconds(pid) if pid else 0.0,
+            "machine_busy": machine_busy_seconds() if pid else 0.0,
+        }
 
     def _window_start(self) -> None:
         """
         Open the measured window: note the counters and start recording.
         """
-        counters = self.counters
-        counters.recording = True
-        self._window = (
-            self.loop.time(),
-            time.process_time(),
-            counters.sent,
-            counters.received,
-        )
+        self.counters.recording = True
+        self._window = self._snapshot()
+
+    def _window_end(self, seconds: float | None = None) -> None:
+        """
+        Close the measured window: what happened since L{_window_start}.
+        """
+        end = self._snapshot()
+        start = self._window
+        self.result.window = {
+            "seconds": end["time"] - start["time"] if seconds is None else seconds,
+            "sent": end["sent"] - start["sent"],
+            "received": end["received"] - start["received"],
+            "server_cpu_seconds": end["server_cpu"] - start["server_cpu"],
+            "machine_busy_seconds": end["machine_busy"] - start["machine_busy"],
+        }
+        self.result.cpu_seconds = end["cpu"] - start["cpu"]
 
     async def _interruptible(
         self, awaitable: asyncio.Future[None] | None, seconds: float
@@ -654,7 +700,7 @@ class Worker:
         if kind == "go" and not self.go.is_set():
             # Before any bot wakes up: they start sending as soon as it is set.
             self._go_ns = time.monotonic_ns()
-            if self.config.warmup <= 0:
+            if self.config.warmup <= 0 or self.config.scenario == "login":
                 self._window_start()
             self.go.set()
         elif kind == "stop":

@@ -356,6 +356,20 @@ def merge(
         "foreign": sum(r.foreign for r in results),
     }
     cpu_seconds = sum(r.cpu_seconds for r in results)
+    # Every process measured the same server and machine: take the first.
+    measured = [r.window for r in results if r.window.get("machine_busy_seconds")]
+    server_cpu = measured[0]["server_cpu_seconds"] if measured else 0.0
+    machine = measured[0]["machine_busy_seconds"] if measured else 0.0
+    cpu = {
+        "load_seconds": round(cpu_seconds, 3),
+        "load_pct_of_one_core": _pct(cpu_seconds, window_seconds),
+    }
+    if measured:
+        cpu["server_seconds"] = round(server_cpu, 3)
+        cpu["server_pct_of_one_core"] = _pct(server_cpu, window_seconds)
+        cpu["other_pct_of_one_core"] = _pct(
+            max(machine - server_cpu - cpu_seconds, 0.0), window_seconds
+        )
     return Summary(
         scenario=scenario,
         target=target,
@@ -375,16 +389,15 @@ def merge(
             "first": violations[:10],
         },
         timeline=timeline,
-        cpu={
-            "load_seconds": round(cpu_seconds, 3),
-            "load_pct_of_one_core": round(
-                100 * cpu_seconds / window_seconds if window_seconds else 0.0, 1
-            ),
-        },
+        cpu=cpu,
         histograms={"latency": encode(latency), "login": encode(login_latency)},
         interrupted=interrupted,
         fatal=fatal,
     )
+
+
+def _pct(seconds: float, window: float) -> float:
+    return round(100 * seconds / window, 1) if window > 0 else 0.0
 
 
 def _rate(count: float, seconds: float) -> float:

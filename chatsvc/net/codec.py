@@ -20,6 +20,7 @@ DEFAULT_MAX_PACKET_SIZE: Final = 1024
 
 _unpack_header_from = HEADER.unpack_from
 _pack_header = HEADER.pack
+_new_tuple = tuple.__new__
 
 
 class ProtocolError(Exception):
@@ -85,12 +86,14 @@ def unpack_str(field: bytes) -> bytes:
 class PacketDecoder:
     """
     An incremental decoder: C{feed} it bytes, take complete packets with
-    C{next_packet}.
+    C{next_packet} or C{read_batch}.
 
     The unread bytes are kept with a read offset, so taking a packet copies only
     that packet's body; the consumed prefix is dropped when more data arrives.
     A length field below the header size or above C{max_packet_size} raises
     L{ProtocolError}, and so does every later call: a broken stream stays broken.
+
+    @ivar decoded_bytes: the bytes of all packets handed out so far.
     """
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
@@ -102,6 +105,14 @@ class PacketDecoder:
         self._buffer: bytes | bytearray = b""
         self._offset = 0
         self._error: ProtocolError | None = None
+        self.decoded_bytes = 0
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """
+        The framing error found in the stream, if any.
+        """
+        return self._error
 
     @property
     def buffered(self) -> int:
@@ -139,25 +150,47 @@ class PacketDecoder:
 
         @raise ProtocolError: if the stream is not valid framing.
         """
+        packets = self.read_batch(1)
+        return packets[0] if packets else None
+
+    def read_batch(self, limit: int) -> list[Packet]:
+        """
+        Return up to C{limit} complete packets (none until more bytes arrive).
+
+        Packets before a framing error are returned; the error is raised by
+        the next call.
+
+        @raise ProtocolError: if the stream is not valid framing.
+        """
         if self._error is not None:
             raise self._error
         buffer = self._buffer
         offset = self._offset
-        available = len(buffer) - offset
-        if available < HEADER_SIZE:
-            return None
-        length, packet_id, packet_type = _unpack_header_from(buffer, offset)
-        if length < HEADER_SIZE or length > self.max_packet_size:
-            self._error = ProtocolError(
-                f"packet length {length} outside {HEADER_SIZE}..{self.max_packet_size}",
-                "length",
-            )
-            raise self._error
-        if available < length:
-            return None
-        end = offset + length
-        self._offset = end
-        return Packet(packet_id, packet_type, bytes(buffer[offset + HEADER_SIZE : end]))
+        size = len(buffer)
+        maximum = self.max_packet_size
+        in_array = isinstance(buffer, bytearray)
+        packets: list[Packet] = []
+        append = packets.append
+        while len(packets) < limit and size - offset >= HEADER_SIZE:
+            length, packet_id, packet_type = _unpack_header_from(buffer, offset)
+            if length < HEADER_SIZE or length > maximum:
+                self._error = ProtocolError(
+                    f"packet length {length} outside {HEADER_SIZE}..{maximum}", "length"
+                )
+                if packets:
+                    break
+                raise self._error
+            end = offset + length
+            if end > size:
+                break
+            body = buffer[offset + HEADER_SIZE : end]
+            if in_array:
+                body = bytes(body)
+            append(_new_tuple(Packet, (packet_id, packet_type, body)))
+            offset = end
+        self.decoded_bytes += offset - self._offset
+        self._offset = offset
+        return packets
 
     def close(self) -> None:
         """

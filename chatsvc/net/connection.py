@@ -129,6 +129,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
     factory: LimitedFactory
     session_id: int = 0
     peer: str = "?"
+    closing = False
+    _linger: IDelayedCall | None = None
 
     def callLater(self, period: float, func: Any) -> Any:
         return self.factory.reactor.callLater(period, func)
@@ -141,13 +143,31 @@ class ManagedConnection(Protocol, TimeoutMixin):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
         self.factory.connection_closed(self)
+
+    def finish(self, linger: float | None = None) -> None:
+        """
+        Close gracefully: send what the transport holds, then end our side of
+        the stream, and discard input until the peer closes its side.
+
+        Closing outright while the peer is still sending would make the kernel
+        reset the connection, and a reset can destroy data the peer has
+        received but not yet read. After C{linger} seconds the connection is
+        aborted anyway.
+        """
+        self.closing = True
+        self.transport.loseWriteConnection()  # type: ignore[union-attr]
+        if linger is not None:
+            self._linger = self.callLater(linger, self.transport.abortConnection)  # type: ignore[union-attr]
 
     def shut_down(self) -> None:
         """
-        The server is stopping: close once queued output is written.
+        The server is stopping: close once queued output is written (the
+        factory aborts what is still open after the grace period).
         """
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.finish()
 
     def timeoutConnection(self) -> None:
         self.factory.stats.idle_timeouts += 1

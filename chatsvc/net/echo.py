@@ -29,10 +29,16 @@ class RawEcho(ManagedConnection):
     def connectionMade(self) -> None:
         super().connectionMade()
         transport = self.transport
-        transport.bufferSize = self.factory.config.send_queue_limit  # type: ignore[union-attr]
+        limit = self.factory.config.send_queue_limit
+        # The readiness reactors pause producers above bufferSize, the IOCP
+        # reactor above writeBufferSize.
+        transport.bufferSize = limit  # type: ignore[union-attr]
+        transport.writeBufferSize = limit  # type: ignore[union-attr]
         transport.registerProducer(self, True)  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
         self.received += len(data)
         self.resetTimeout()
         self.transport.write(data)  # type: ignore[union-attr]

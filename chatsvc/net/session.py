@@ -6,6 +6,7 @@ OnReceive / OnClose seen from the application.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Protocol
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -17,6 +18,11 @@ from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, ManagedConnection
 from chatsvc.net.sendqueue import SendQueue
 from chatsvc.net.turn import Pump
+
+_packet_id = itemgetter(0)
+
+#: Seconds a closed session waits for its peer to close before aborting.
+CLOSE_LINGER = 10.0
 
 
 class Application(Protocol):
@@ -59,6 +65,7 @@ class Session(ManagedConnection):
         self._stats = factory.stats
         self._batch_size = config.batch_size
         self._input_limit = config.input_buffer_limit
+        self._idle_timeout = bool(config.idle_timeout)
         self.decoder = PacketDecoder(config.max_packet_size)
         assert self.transport is not None
         self.queue = SendQueue(
@@ -67,7 +74,6 @@ class Session(ManagedConnection):
         self._scheduled = False
         self._reading_paused = False
         self._output_paused = False
-        self.closing = False
         self._app.connected(self)
 
     def send(self, data: bytes) -> None:
@@ -76,13 +82,13 @@ class Session(ManagedConnection):
         """
         self.queue.push(data)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, linger: float | None = CLOSE_LINGER) -> None:
         """
-        Log C{reason} and close the connection once queued output is written.
+        Log C{reason} and close the connection once queued output is written
+        (see L{finish}).
         """
         if self.closing:
             return
-        self.closing = True
         self.log.info(
             "Closing {peer} (session {session}): {reason}",
             peer=self.peer,
@@ -90,15 +96,16 @@ class Session(ManagedConnection):
             reason=reason,
         )
         self.queue.drain()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.finish(linger)
 
     def shut_down(self) -> None:
-        self.close("server shutting down")
+        self.close("server shutting down", linger=None)
 
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        self.resetTimeout()
+        if self._idle_timeout:
+            self.resetTimeout()
         decoder = self.decoder
         decoder.feed(data)
         if not self._scheduled and not self._output_paused:
@@ -113,29 +120,51 @@ class Session(ManagedConnection):
         Hand at most one batch of packets to the application; return whether
         more complete packets may be waiting.
         """
-        next_packet = self.decoder.next_packet
-        packet_received = self._app.packet_received
-        packets_in = self._stats.packets_in
-        bytes_in = self._stats.bytes_in
+        decoder = self.decoder
+        before = decoder.decoded_bytes
         try:
-            for _ in range(self._batch_size):
-                if self.closing or self._output_paused:
-                    break
-                packet = next_packet()
-                if packet is None:
-                    break
-                packet_id = packet[0]
-                packets_in[packet_id] += 1
-                bytes_in[packet_id] += HEADER_SIZE + len(packet[2])
-                packet_received(self, packet)
-            else:
-                return True
+            packets = decoder.read_batch(self._batch_size)
+        except ProtocolError:
+            packets = []
+        try:
+            if packets:
+                self._count(packets, decoder.decoded_bytes - before)
+                packet_received = self._app.packet_received
+                for packet in packets:
+                    packet_received(self, packet)
+                    if self.closing:
+                        break
+            if decoder.error is not None:
+                raise decoder.error
         except ProtocolError as e:
-            self._protocol_error(e)
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            if not self.closing:
+                self._protocol_error(e)
+                self.transport.abortConnection()  # type: ignore[union-attr]
+        if (
+            len(packets) == self._batch_size
+            and decoder.buffered >= HEADER_SIZE
+            and not self.closing
+            and not self._output_paused
+        ):
+            return True
         self._scheduled = False
-        self._maybe_resume_reading()
+        if self._reading_paused:
+            self._maybe_resume_reading()
         return False
+
+    def _count(self, packets: list[Packet], size: int) -> None:
+        stats = self._stats
+        first = packets[0][0]
+        count = len(packets)
+        if count == 1 or list(map(_packet_id, packets)).count(first) == count:
+            stats.packets_in[first] += count
+            stats.bytes_in[first] += size
+        else:
+            packets_in = stats.packets_in
+            bytes_in = stats.bytes_in
+            for packet_id, _, body in packets:
+                packets_in[packet_id] += 1
+                bytes_in[packet_id] += HEADER_SIZE + len(body)
 
     def _maybe_resume_reading(self) -> None:
         if (
@@ -201,8 +230,12 @@ class Session(ManagedConnection):
         """
         decoder = self.decoder
         try:
-            while (packet := decoder.next_packet()) is not None:
-                self._app.packet_received(self, packet)
+            before = decoder.decoded_bytes
+            while packets := decoder.read_batch(self._batch_size):
+                self._count(packets, decoder.decoded_bytes - before)
+                before = decoder.decoded_bytes
+                for packet in packets:
+                    self._app.packet_received(self, packet)
             decoder.close()
         except ProtocolError as e:
             self._protocol_error(e)

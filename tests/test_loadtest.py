@@ -1,0 +1,813 @@
+"""
+Tests for L{chatsvc.loadtest} (C{chatsvc-bench}): the bots' bookkeeping of
+lost, duplicated and reordered notifies, the bot state machine and its
+protocol checks, the merge of results across processes, the command line, and
+whole runs of every scenario against an in-process server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import sys
+import tempfile
+from contextlib import redirect_stderr
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from chatsvc import ChatConfig, NetConfig, RedisURL, chat_service, sendqueue_service
+from chatsvc.content.packets import (
+    PacketId,
+    Result,
+    chat_notify,
+    leave_user_notify,
+    new_user_notify,
+    result_response,
+    user_list_notifies,
+)
+from chatsvc.loadtest import batch as batch_module
+from chatsvc.loadtest.batch import NotifyBatch
+from chatsvc.loadtest.bot import (
+    Bot,
+    BotState,
+    Counters,
+    Directory,
+    SentLog,
+    SequenceTracker,
+    count_lost,
+    quantize_us,
+)
+from chatsvc.loadtest.cli import build_parser, parse_args
+from chatsvc.loadtest.config import RunConfig, share_bots
+from chatsvc.loadtest.redis_keys import set_passwords
+from chatsvc.loadtest.report import progress_line, summary_table
+from chatsvc.loadtest.stats import (
+    Tick,
+    TimelineBuilder,
+    TrackerReport,
+    WorkerResult,
+    drain_counts,
+    encode,
+    merge,
+    new_histogram,
+)
+from chatsvc.loadtest.wire import chat_message, parse_chat_message
+from chatsvc.net.codec import encode_packet
+from tests.support import free_port, reactor, redis_server
+
+LOGIN_OK = result_response(PacketId.LOGIN_RESPONSE, Result.NONE)
+ENTER_OK = result_response(PacketId.ROOM_ENTER_RESPONSE, Result.NONE)
+LEAVE_OK = result_response(PacketId.ROOM_LEAVE_RESPONSE, Result.NONE)
+CHAT_OK = result_response(PacketId.ROOM_CHAT_RESPONSE, Result.NONE)
+DIRECTORY = Directory("bench")
+
+
+def notify(sender: int, seq: int, visit: int = 1, sent_ns: int = 0) -> bytes:
+    """
+    The notify a server sends for bot C{sender}'s message C{seq}.
+    """
+    return chat_notify(
+        DIRECTORY.user_id(sender), chat_message(sender, seq, visit, sent_ns)
+    )
+
+
+# --- the receivers' bookkeeping ------------------------------------------------
+
+
+class SequenceTrackerTests(SynchronousTestCase):
+    """
+    L{SequenceTracker} and L{count_lost} on hand-made sequences.
+    """
+
+    def tracked(
+        self, seqs: list[int], *, strict: bool = True, first: int | None = 1
+    ) -> SequenceTracker:
+        tracker = SequenceTracker()
+        tracker.open(7, first=first, strict=strict)
+        for seq in seqs:
+            tracker.message(7, seq, 1)
+        return tracker
+
+    def lost(self, tracker: SequenceTracker, log: SentLog | None = None) -> int:
+        tracker.close_all(check_tail=True)
+        return count_lost(tracker.missing(), tracker.tails, log or SentLog())
+
+    def counts(self, tracker: SequenceTracker) -> tuple[int, int, int]:
+        return tracker.duplicated, tracker.reordered, tracker.unexpected
+
+    def test_in_order(self) -> None:
+        tracker = self.tracked([1, 2, 3, 4])
+        self.assertEqual(self.counts(tracker), (0, 0, 0))
+        self.assertEqual(self.lost(tracker), 0)
+
+    def test_gap_is_lost(self) -> None:
+        tracker = self.tracked([1, 2, 5, 6])
+        self.assertEqual(self.counts(tracker), (0, 0, 0))
+        self.assertEqual(self.lost(tracker), 2)
+
+    def test_late_message_is_reordered_not_lost(self) -> None:
+        tracker = self.tracked([1, 3, 2, 4])
+        self.assertEqual(self.counts(tracker), (0, 1, 0))
+        self.assertEqual(self.lost(tracker), 0)
+
+    def test_late_message_inside_a_long_gap(self) -> None:
+        tracker = self.tracked([1, 6, 3])
+        self.assertEqual(self.counts(tracker), (0, 1, 0))
+        self.assertEqual(self.lost(tracker), 3)  # 2, 4 and 5
+
+    def test_repeat_is_duplicated(self) -> None:
+        tracker = self.tracked([1, 2, 2, 3, 1])
+        self.assertEqual(self.counts(tracker), (2, 0, 0))
+        self.assertEqual(self.lost(tracker), 0)
+
+    def test_late_then_repeated(self) -> None:
+        tracker = self.tracked([1, 3, 2, 2])
+        self.assertEqual(self.counts(tracker), (1, 1, 0))
+
+    def test_strict_visit_misses_its_first_messages(self) -> None:
+        self.assertEqual(self.lost(self.tracked([3, 4], first=1)), 2)
+        tracker = SequenceTracker()
+        tracker.open(7, strict=True)
+        tracker.message(7, 12, 10)  # visit 10: 10 and 11 never came
+        self.assertEqual(self.lost(tracker), 2)
+
+    def test_member_already_there_may_start_anywhere(self) -> None:
+        tracker = self.tracked([40, 41], strict=False, first=None)
+        self.assertEqual(self.counts(tracker), (0, 0, 0))
+        self.assertEqual(self.lost(tracker), 0)
+
+    def test_missing_tail_found_against_the_senders_final(self) -> None:
+        log = SentLog(finals={(7, 1): 6})
+        self.assertEqual(self.lost(self.tracked([1, 2, 3, 4]), log), 2)
+        self.assertEqual(self.lost(self.tracked([1, 2, 3, 4, 5, 6]), log), 0)
+
+    def test_nothing_received_from_a_pinned_visit(self) -> None:
+        log = SentLog(finals={(7, 1): 5})
+        self.assertEqual(self.lost(self.tracked([]), log), 5)
+
+    def test_refused_messages_are_not_lost(self) -> None:
+        log = SentLog(finals={(7, 1): 6}, rejected={7: {3, 6}})
+        self.assertEqual(self.lost(self.tracked([1, 2, 4, 5]), log), 0)
+
+    def test_no_tail_check_when_the_receiver_left(self) -> None:
+        tracker = self.tracked([1, 2])
+        tracker.close(7, check_tail=False)
+        lost = count_lost(tracker.missing(), tracker.tails, SentLog(finals={(7, 1): 9}))
+        self.assertEqual(lost, 0)
+
+    def test_sender_not_in_the_room(self) -> None:
+        tracker = SequenceTracker()
+        tracker.message(3, 1, 1)
+        self.assertEqual(self.counts(tracker), (0, 0, 1))
+
+    def test_new_visit_without_leave_and_enter(self) -> None:
+        tracker = self.tracked([1, 2])
+        tracker.message(7, 9, 9)
+        self.assertEqual(tracker.unexpected, 1)
+        self.assertEqual(tracker.tails, [(7, 1, 2)])
+        self.assertEqual(tracker.visits[7][:2], [9, 9])
+
+    def test_message_of_an_earlier_visit(self) -> None:
+        tracker = SequenceTracker()
+        tracker.open(7, first=5, strict=True)
+        tracker.message(7, 5, 5)
+        tracker.message(7, 2, 1)
+        self.assertEqual(tracker.duplicated, 1)
+
+
+class WireTests(SynchronousTestCase):
+    """
+    The bot message text.
+    """
+
+    def test_round_trip(self) -> None:
+        message = chat_message(12, 345, 300, 1_234_567_890_123)
+        self.assertEqual(len(message), 49)
+        self.assertEqual(parse_chat_message(message), (12, 345, 300, 1_234_567_890_123))
+
+    def test_other_text(self) -> None:
+        for text in (b"hello", b"1:2:3:4", chat_message(1, 2, 3, 4)[:-1] + b"x"):
+            self.assertIsNone(parse_chat_message(text))
+
+    def test_quantize(self) -> None:
+        self.assertEqual(quantize_us(2047), 2047)
+        self.assertEqual(quantize_us(2049), 2048)
+        self.assertEqual(quantize_us(123_457), 123_456)
+        self.assertEqual(quantize_us(-5), 0)
+
+
+# --- one bot -----------------------------------------------------------------------
+
+
+def new_bot(index: int = 0, **kwargs: Any) -> Bot:
+    return Bot(index, DIRECTORY, Counters(), SentLog(), **kwargs)
+
+
+def bot_in_room(index: int = 0, members: tuple[int, ...] = (), **kwargs: Any) -> Bot:
+    """
+    A bot logged in and in a room with bots C{members} (already there).
+    """
+    kwargs.setdefault("pinned_first", 1)
+    kwargs.setdefault("strict_existing", True)
+    bot = new_bot(index, **kwargs)
+    bot.connection_made()
+    bot.login(0)
+    bot.receive(LOGIN_OK, 1000)
+    bot.enter()
+    bot.receive(ENTER_OK, 2000)
+    users = [(100 + m, DIRECTORY.user_id(m)) for m in members]
+    for packet in user_list_notifies(users):
+        bot.receive(packet, 3000)
+    assert bot.state is BotState.IN_ROOM and bot.violation is None, bot.violation
+    return bot
+
+
+class BotTests(SynchronousTestCase):
+    """
+    L{Bot}: requests, responses, notifies and the violations it reports.
+    """
+
+    def test_login_and_enter(self) -> None:
+        bot = new_bot(3, password=b"secret")
+        bot.connection_made()
+        request = bot.login(5_000)
+        self.assertEqual(len(request), 71)
+        self.assertIn(b"bench3", request)
+        self.assertIn(b"secret", request)
+        bot.receive(LOGIN_OK, 2_005_000)
+        self.assertIs(bot.state, BotState.LOGGED_IN)
+        self.assertEqual(bot.counters.login_latency, {2000: 1})
+        self.assertEqual(bot.counters.logged_in, 1)
+        bot.enter()
+        bot.receive(ENTER_OK, 0)
+        self.assertIs(bot.state, BotState.IN_ROOM)
+        bot.connection_lost()
+        self.assertEqual((bot.counters.logged_in, bot.counters.in_room), (0, 0))
+
+    def test_refused_login_is_counted(self) -> None:
+        bot = new_bot()
+        bot.connection_made()
+        bot.login(0)
+        bot.receive(
+            result_response(PacketId.LOGIN_RESPONSE, Result.LOGIN_USER_INVALID_PW), 0
+        )
+        self.assertIs(bot.state, BotState.CONNECTED)
+        self.assertEqual(bot.counters.results, {(PacketId.LOGIN_RESPONSE, 33): 1})
+
+    def test_chat_notifies_are_tracked(self) -> None:
+        bot = bot_in_room(0, members=(1,))
+        bot.counters.recording = True
+        request = bot.chat(2, 1_000_000)
+        self.assertEqual(len(request), 2 * 262)
+        bot.receive(CHAT_OK + CHAT_OK + notify(0, 1, 1, 1_000_000), 3_000_000)
+        bot.receive(notify(1, 1) + notify(1, 2) + notify(0, 2, 1, 1_000_000), 3_000_000)
+        self.assertEqual(bot.counters.received, 4)
+        self.assertEqual(bot.in_flight, 0)
+        self.assertEqual(bot.tracker.visits[1][0], 2)
+        self.assertEqual(bot.counters.latency[2000], 2)
+        self.assertEqual(bot.counters.sent, 2)
+        bot.finish_visit()
+        self.assertEqual(bot.log.finals, {(0, 1): 2})
+
+    def test_byte_by_byte(self) -> None:
+        bot = bot_in_room(0, members=(1,))
+        data = notify(1, 1) + notify(1, 2) + new_user_notify(200, b"bench5")
+        for i in range(len(data)):
+            bot.receive(data[i : i + 1], 0)
+        self.assertEqual(bot.counters.received, 2)
+        self.assertTrue(bot.tracker.is_open(5))
+
+    def test_leave_notify_closes_the_visit(self) -> None:
+        bot = bot_in_room(0, members=(1,))
+        bot.receive(notify(1, 1) + leave_user_notify(101), 0)
+        self.assertFalse(bot.tracker.is_open(1))
+        self.assertEqual(bot.tracker.tails, [(1, 1, 1)])
+        bot.receive(notify(1, 2), 0)
+        self.assertEqual(bot.tracker.unexpected, 1)
+
+    def test_own_leave(self) -> None:
+        bot = bot_in_room(0, members=(1,), pinned_first=None, strict_existing=False)
+        bot.chat(1, 0)
+        bot.receive(CHAT_OK + notify(0, 1), 0)
+        bot.leave()
+        bot.receive(LEAVE_OK, 0)
+        self.assertIs(bot.state, BotState.LOGGED_IN)
+        self.assertEqual(bot.tracker.tails, [(0, 1, 1)])
+        self.assertEqual(bot.log.finals, {(0, 1): 1})
+        self.assertEqual(bot.counters.in_room, 0)
+
+    def test_closed_loop_refills(self) -> None:
+        bot = bot_in_room(0)
+        bot.window = 2
+        bot.sending = True
+        bot.chat(2, 0)
+        bot.receive(CHAT_OK + CHAT_OK + notify(0, 1), 50)
+        self.assertEqual(len(bot.data_to_send()), 262)
+        self.assertEqual(bot.in_flight, 2)
+        self.assertEqual(bot.data_to_send(), b"")
+
+    def test_refused_chat(self) -> None:
+        bot = bot_in_room(0)
+        bot.chat(2, 0)
+        refused = result_response(
+            PacketId.ROOM_CHAT_RESPONSE, Result.ROOM_TOO_MANY_PACKET
+        )
+        bot.receive(CHAT_OK + refused + notify(0, 1), 0)
+        self.assertEqual(bot.log.rejected, {0: {2}})
+        self.assertEqual(bot.in_flight, 0)
+        self.assertEqual(bot.counters.results, {(PacketId.ROOM_CHAT_RESPONSE, 63): 1})
+
+    def test_echo(self) -> None:
+        bot = new_bot(0, echo_size=40)
+        bot.connection_made()
+        bot.start_echo()
+        bot.counters.recording = True
+        data = bot.echo(3, 1_000_000)
+        self.assertEqual(len(data), 120)
+        bot.receive(data, 1_500_000)
+        self.assertEqual(bot.counters.received, 3)
+        self.assertEqual(bot.counters.latency, {500: 3})
+        bot.finish_visit()
+        bot.tracker.close_all(check_tail=True)
+        self.assertEqual(count_lost([], bot.tracker.tails, bot.log), 0)
+
+    def assertViolation(self, bot: Bot, *fragments: str) -> None:
+        self.assertIs(bot.state, BotState.STOPPED)
+        assert bot.violation is not None
+        for fragment in fragments:
+            self.assertIn(fragment, bot.violation)
+        self.assertEqual(bot.counters.violation_count, 1)
+        self.assertEqual(bot.counters.violations, [bot.violation])
+
+    def test_login_response_of_the_wrong_length(self) -> None:
+        bot = new_bot()
+        bot.connection_made()
+        bot.login(0)
+        bot.receive(encode_packet(PacketId.LOGIN_RESPONSE, b"\0\0\0"), 0)
+        self.assertViolation(bot, "202", "08 00 ca 00 00 00 00 00", "logging in")
+        bot.receive(LOGIN_OK, 0)  # a stopped bot reads nothing more
+        self.assertEqual(bot.counters.logins, 0)
+
+    def test_response_nobody_asked_for(self) -> None:
+        bot = bot_in_room(0)
+        bot.receive(CHAT_OK, 0)
+        self.assertViolation(bot, "chat response while waiting for nothing")
+
+    def test_length_field_out_of_range(self) -> None:
+        bot = new_bot()
+        bot.receive(b"\x03\x00\xca\x00\x00", 0)
+        self.assertViolation(bot, "packet length 3")
+        bot = new_bot()
+        bot.receive(b"\x01\x08\xca\x00\x00", 0)
+        self.assertViolation(bot, "packet length 2049")
+
+    def test_notify_under_another_user_id(self) -> None:
+        bot = bot_in_room(0, members=(1,))
+        bot.receive(chat_notify(b"mallory", chat_message(1, 1, 1, 0)), 0)
+        self.assertViolation(bot, "under another user id")
+
+    def test_notify_outside_a_room(self) -> None:
+        bot = new_bot()
+        bot.connection_made()
+        bot.receive(notify(1, 1), 0)
+        self.assertViolation(bot, "chat notify while connected")
+
+    def test_unknown_packet(self) -> None:
+        bot = new_bot()
+        bot.receive(encode_packet(999, b"x"), 0)
+        self.assertViolation(bot, "unknown packet id 999")
+
+    def test_foreign_message_is_counted(self) -> None:
+        bot = bot_in_room(0)
+        bot.receive(chat_notify(b"alice", b"hello"), 0)
+        self.assertEqual((bot.counters.foreign, bot.violation), (1, None))
+
+
+class BatchTests(SynchronousTestCase):
+    """
+    The numpy path gives exactly what the plain path gives.
+    """
+
+    def setUp(self) -> None:
+        if not batch_module.available():
+            raise self.skipTest("numpy is not installed")
+
+    def run_both(self, stream: bytes, chunk_sizes: list[int]) -> list[Bot]:
+        bots = []
+        for batch in (None, NotifyBatch(DIRECTORY, 0, 20)):
+            bot = bot_in_room(0, members=tuple(range(1, 12)), batch=batch)
+            bot.counters.recording = True
+            offset = 0
+            for size in chunk_sizes:
+                bot.receive(stream[offset : offset + size], 10**12)
+                offset += size
+            bot.receive(stream[offset:], 10**12)
+            bots.append(bot)
+        return bots
+
+    def assertSame(self, plain: Bot, fast: Bot) -> None:
+        self.assertEqual(plain.violation, fast.violation)
+        self.assertEqual(plain.tracker.visits, fast.tracker.visits)
+        self.assertEqual(plain.tracker.gaps, fast.tracker.gaps)
+        for name in ("duplicated", "reordered", "unexpected"):
+            self.assertEqual(getattr(plain.tracker, name), getattr(fast.tracker, name))
+        self.assertEqual(plain.counters.latency, fast.counters.latency)
+        self.assertEqual(plain.counters.received, fast.counters.received)
+        self.assertEqual(plain.counters.foreign, fast.counters.foreign)
+
+    def test_random_streams(self) -> None:
+        rng = random.Random(1234)
+        for _ in range(30):
+            seqs = {sender: 0 for sender in range(1, 12)}
+            packets = []
+            for _ in range(rng.randrange(50, 400)):
+                sender = rng.randrange(1, 12)
+                seqs[sender] += 1
+                sent_ns = 10**12 - rng.randrange(0, 10**10)
+                packet = notify(sender, seqs[sender], 1, sent_ns)
+                roll = rng.random()
+                if roll < 0.02:
+                    continue  # lost
+                if roll < 0.04:
+                    packets.append(packet)  # duplicated
+                elif roll < 0.06 and packets:
+                    packets.insert(rng.randrange(len(packets)), packet)
+                    continue  # late
+                elif roll < 0.07:
+                    packets.append(chat_notify(b"alice", b"hi"))
+                elif roll < 0.075:
+                    packets.append(CHAT_OK)  # breaks the run; not asked for
+                packets.append(packet)
+            stream = b"".join(packets)
+            sizes = [rng.choice([1, 300, 5000, 65536]) for _ in range(10)]
+            plain, fast = self.run_both(stream, sizes)
+            self.assertSame(plain, fast)
+
+    def test_clean_run(self) -> None:
+        stream = b"".join(notify(1 + i % 11, 1 + i // 11) for i in range(11 * 40))
+        plain, fast = self.run_both(stream, [len(stream)])
+        self.assertSame(plain, fast)
+        self.assertEqual(fast.counters.received, 440)
+        self.assertEqual(fast.tracker.gaps, {})
+
+    def test_wrong_user_id_in_a_run(self) -> None:
+        packets = [notify(1, i) for i in range(1, 40)]
+        packets[20] = chat_notify(b"bench2", chat_message(1, 21, 1, 0))
+        plain, fast = self.run_both(b"".join(packets), [100_000])
+        self.assertSame(plain, fast)
+        self.assertIn("under another user id", fast.violation or "")
+
+
+# --- results -----------------------------------------------------------------------
+
+
+def histogram_of(*values: int) -> str:
+    counts: dict[int, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    histogram = new_histogram()
+    drain_counts(counts, histogram)
+    return encode(histogram)
+
+
+class StatsTests(SynchronousTestCase):
+    """
+    Merging the results of several load processes.
+    """
+
+    def results(self) -> list[WorkerResult]:
+        first = WorkerResult(worker=0, bots=2, loop="uvloop", parser="numpy")
+        first.latency = histogram_of(*([1000] * 98))
+        first.sent, first.received = 10, 100
+        first.window = {"seconds": 2.0, "sent": 10, "received": 100}
+        first.results = {(PacketId.ROOM_CHAT_RESPONSE, 63): 2}
+        first.errors = {"connect failed: [Errno 111] Connection refused": 1}
+        # A receiver here saw sender 5 (in the other process) up to 3 of 4.
+        first.tracker = TrackerReport(duplicated=1, tails=[(5, 1, 3)])
+        second = WorkerResult(worker=1, bots=2, loop="uvloop", parser="numpy")
+        second.latency = histogram_of(50_000, 90_000)
+        second.sent, second.received = 5, 50
+        second.window = {"seconds": 2.1, "sent": 5, "received": 50}
+        second.results = {(PacketId.ROOM_CHAT_RESPONSE, 63): 1}
+        second.log = SentLog(finals={(5, 1): 4})
+        return [first, second]
+
+    def test_merge(self) -> None:
+        summary = merge(
+            self.results(),
+            scenario="chat",
+            target="127.0.0.1:1",
+            config=RunConfig("chat", procs=2).to_json(),
+            environment={"loop": "uvloop", "fd_limit": "1024"},
+            timeline=[],
+        )
+        self.assertEqual(summary.latency_ms["count"], 100)
+        self.assertEqual(summary.latency_ms["p50"], 1.0)
+        self.assertGreater(summary.latency_ms["p99"], 49)
+        self.assertEqual(summary.correctness["lost"], 1)
+        self.assertEqual(summary.correctness["duplicated"], 1)
+        self.assertEqual(summary.window["received"], 150)
+        self.assertEqual(summary.window["received_per_s"], round(150 / 2.1, 1))
+        self.assertEqual(
+            summary.results,
+            [
+                {
+                    "request": "chat",
+                    "code": 63,
+                    "name": "ROOM_TOO_MANY_PACKET",
+                    "count": 3,
+                }
+            ],
+        )
+        self.assertEqual(summary.failed_checks, ["1 lost", "1 duplicated", "1 errors"])
+        data = json.loads(json.dumps(summary.to_json()))
+        self.assertFalse(data["ok"])
+        table = summary_table(summary)
+        self.assertIn("chat 63 ROOM_TOO_MANY_PACKET: 3", table)
+        self.assertIn("FAIL", table)
+
+    def test_timeline(self) -> None:
+        builder = TimelineBuilder(2)
+        for worker in (0, 1):
+            builder.add(
+                Tick(worker, 1.0, 5, 5, 5, 10, 100, 5, 0, 0, histogram_of(2000, 3000))
+            )
+        row = builder.row(1.0)
+        self.assertEqual((row["connected"], row["received_per_s"]), (10, 200))
+        self.assertEqual(row["latencies"], 4)
+        self.assertIn("recv 200/s", progress_line(row, "run"))
+        builder.add(Tick(0, 2.0, 5, 5, 5, 20, 300, 5, 0, 0, None))
+        self.assertEqual(builder.row(2.0)["received_per_s"], 200)
+
+
+# --- configuration and command line ------------------------------------------------
+
+
+class ConfigTests(SynchronousTestCase):
+    def test_rooms_stay_in_one_process(self) -> None:
+        config = RunConfig("chat", users=40, rooms=8, procs=3)
+        parts = share_bots(config)
+        self.assertEqual(sorted(i for part in parts for i in part), list(range(40)))
+        for part in parts:
+            rooms = {config.room_of(index) for index in part}
+            for other in parts:
+                if other is not part:
+                    self.assertFalse(rooms & {config.room_of(i) for i in other})
+
+    def test_fewer_rooms_than_processes(self) -> None:
+        parts = share_bots(RunConfig("chat", users=10, rooms=1, procs=3))
+        self.assertEqual([len(part) for part in parts], [4, 3, 3])
+
+    def test_invalid(self) -> None:
+        self.assertRaises(ValueError, RunConfig, "dance")
+        self.assertRaises(ValueError, RunConfig, "chat", users=2, procs=3)
+
+
+class ArgumentTests(SynchronousTestCase):
+    def parse(self, *argv: str) -> RunConfig:
+        return parse_args(list(argv))[1]
+
+    def test_defaults(self) -> None:
+        config = self.parse("chat")
+        self.assertEqual(
+            (config.host, config.port, config.users, config.rooms, config.rate),
+            ("127.0.0.1", 11021, 100, 10, 1.0),
+        )
+        self.assertEqual(config.duration, 10.0)
+        self.assertEqual(self.parse("login").duration, 0.0)
+
+    def test_options(self) -> None:
+        config = self.parse(
+            "churn", "--port", "7000", "--users", "8", "--rooms", "2",
+            "--room-start", "5", "--rate", "0", "--window", "3", "--duration",
+            "2.5", "--ramp-up", "1", "--procs", "2", "--password", "pw2",
+            "--redis-key-prefix", "k:", "--no-numpy",
+        )  # fmt: skip
+        self.assertEqual(config.port, 7000)
+        self.assertEqual(config.room_numbers, range(5, 7))
+        self.assertEqual((config.rate, config.window, config.procs), (0, 3, 2))
+        self.assertEqual((config.duration, config.ramp_up), (2.5, 1.0))
+        self.assertFalse(config.batch_parser)
+        self.assertEqual(self.parse("echo", "--depth", "8").window, 8)
+
+    def test_help_explains_every_option(self) -> None:
+        parser = build_parser()
+        for action in parser._actions:
+            self.assertTrue(action.help, f"{action.option_strings} has no help")
+        text = parser.format_help()
+        for option in ("--users", "--rooms", "--room-start", "--rate", "--duration",
+                       "--ramp-up", "--password", "--redis", "--procs", "--json",
+                       "--plot"):  # fmt: skip
+            self.assertIn(option, text)
+
+    def test_mistakes(self) -> None:
+        for argv in (
+            ["chat", "--users", "0"],
+            ["chat", "--rate", "-1"],
+            ["chat", "--users", "2", "--procs", "3"],
+            ["echo", "--size", "8"],
+            ["chat", "--user-prefix", "x" * 40],
+            ["chat", "--redis", "http://nope"],
+            ["dance"],
+        ):
+            err = io.StringIO()
+            with redirect_stderr(err), self.assertRaises(SystemExit) as raised:
+                parse_args(argv)
+            self.assertEqual(raised.exception.code, 2, argv)
+            self.assertIn("error", err.getvalue())
+
+
+# --- whole runs ----------------------------------------------------------------------
+
+
+class BrokenLogin(Protocol):
+    """
+    A server that answers a login with a response one byte too long.
+    """
+
+    def connectionMade(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= 71:
+            self.received = self.received[71:]
+            self.transport.write(encode_packet(PacketId.LOGIN_RESPONSE, b"\0\0\0"))  # type: ignore[union-attr]
+
+
+class CommandTests(TestCase):
+    """
+    C{python -m chatsvc.loadtest.cli} against servers in this process.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="chatsvc-bench-test-"))
+
+    async def start(self, service: Any) -> int:
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = await service.listener.listening
+        return int(port.getHost().port)
+
+    async def chat_server(self, **kwargs: Any) -> int:
+        service = chat_service(
+            "tcp:0:interface=127.0.0.1",
+            NetConfig(),
+            ChatConfig(chat_rate=0, rooms=10, room_capacity=10),
+            reactor=reactor,
+            **kwargs,
+        )
+        return await self.start(service)
+
+    async def bench(self, *args: str) -> tuple[int, str, str, dict[str, Any] | None]:
+        """
+        Run chatsvc-bench; return its exit code, output, errors and JSON.
+        """
+        out = self.dir / f"result-{len(os.listdir(self.dir))}.json"
+        argv = ["-m", "chatsvc.loadtest.cli", *args, "--json", str(out)]
+        result: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
+            sys.executable, argv, env=os.environ, reactor=reactor
+        )
+        stdout, stderr, code = await result
+        data = json.loads(out.read_text()) if out.exists() else None
+        return code, stdout.decode(), stderr.decode(), data
+
+    def assertClean(self, data: dict[str, Any] | None, stdout: str) -> dict[str, Any]:
+        assert data is not None, stdout
+        self.assertEqual(
+            {k: data["correctness"][k] for k in ("lost", "duplicated", "reordered")},
+            {"lost": 0, "duplicated": 0, "reordered": 0},
+            stdout,
+        )
+        self.assertEqual(data["errors"], {}, stdout)
+        self.assertEqual(data["violations"]["count"], 0, stdout)
+        self.assertTrue(data["ok"], stdout)
+        return data
+
+    async def test_chat(self) -> None:
+        port = await self.chat_server()
+        args = [
+            "chat", "--port", str(port), "--users", "30", "--rooms", "5",
+            "--rate", "20", "--duration", "2", "--procs", "2",
+        ]  # fmt: skip
+        plot = self.dir / "chat.png"
+        if batch_module.available():
+            args += ["--plot", str(plot)]
+        code, stdout, stderr, data = await self.bench(*args)
+        self.assertEqual(code, 0, stdout + stderr)
+        data = self.assertClean(data, stdout)
+        counts = data["counts"]
+        self.assertGreater(counts["sent"], 0)
+        # Six bots a room: every message reaches six members.
+        self.assertEqual(counts["received"], 6 * counts["sent"])
+        self.assertGreater(data["window"]["received_per_s"], 0)
+        self.assertEqual(data["logins"]["ok"], 30)
+        self.assertGreater(data["latency_ms"]["count"], 0)
+        self.assertIsNotNone(data["latency_ms"]["p99"])
+        self.assertIn("recv", stderr)  # the progress lines
+        self.assertIn("lost", stdout)
+        self.assertIn("PASS", stdout)
+        if batch_module.available():
+            self.assertTrue(plot.read_bytes().startswith(b"\x89PNG"))
+
+    async def test_churn(self) -> None:
+        port = await self.chat_server()
+        code, stdout, stderr, data = await self.bench(
+            "churn", "--port", str(port), "--users", "12", "--rooms", "3",
+            "--rate", "0", "--window", "2", "--duration", "2", "-q",
+        )  # fmt: skip
+        self.assertEqual(code, 0, stdout + stderr)
+        data = self.assertClean(data, stdout)
+        self.assertGreater(data["counts"]["cycles"], 12)
+        self.assertGreater(data["counts"]["received"], 0)
+        self.assertGreater(data["connections"]["ok"], 12)
+
+    async def test_login_storm(self) -> None:
+        port = await self.chat_server()
+        code, stdout, stderr, data = await self.bench(
+            "login", "--port", str(port), "--users", "60", "-q"
+        )
+        self.assertEqual(code, 0, stdout + stderr)
+        data = self.assertClean(data, stdout)
+        self.assertEqual(data["logins"]["ok"], 60)
+        self.assertGreater(data["logins"]["per_s"], 0)
+        self.assertEqual(data["latency_ms"]["count"], 60)
+        self.assertIn("logins/s", stdout)
+
+    async def test_login_with_redis(self) -> None:
+        with redis_server() as redis:
+            port = await self.chat_server(
+                redis=RedisURL.parse(redis.url), redis_key_prefix=b"tok:"
+            )
+            code, stdout, stderr, data = await self.bench(
+                "login", "--port", str(port), "--users", "20", "-q", "--password",
+                "s3cret", "--redis", redis.url, "--redis-key-prefix", "tok:",
+            )  # fmt: skip
+            self.assertEqual(redis.command("GET", "tok:bench7"), b"$6\r\ns3cret\r\n")
+        self.assertEqual(code, 0, stdout + stderr)
+        data = self.assertClean(data, stdout)
+        self.assertEqual(data["logins"]["ok"], 20)
+        self.assertEqual(data["results"], [])
+
+    async def test_echo(self) -> None:
+        service = sendqueue_service("tcp:0:interface=127.0.0.1", NetConfig(), reactor)
+        port = await self.start(service)
+        code, stdout, stderr, data = await self.bench(
+            "echo", "--port", str(port), "--users", "5", "--rate", "0",
+            "--window", "4", "--size", "64", "--duration", "1.5", "-q",
+        )  # fmt: skip
+        self.assertEqual(code, 0, stdout + stderr)
+        data = self.assertClean(data, stdout)
+        self.assertGreater(data["window"]["received"], 0)
+        self.assertEqual(data["counts"]["sent"], data["counts"]["received"])
+
+    async def test_unreachable(self) -> None:
+        port = free_port()
+        code, _, stderr, data = await self.bench(
+            "chat", "--port", str(port), "--users", "3"
+        )
+        self.assertEqual(code, 2)
+        self.assertIn(f"cannot connect to 127.0.0.1:{port}: connection refused", stderr)
+        self.assertIsNone(data)
+
+    async def test_protocol_violation(self) -> None:
+        listening = reactor.listenTCP(
+            0, Factory.forProtocol(BrokenLogin), interface="127.0.0.1"
+        )
+        self.addCleanup(listening.stopListening)
+        code, stdout, stderr, data = await self.bench(
+            "chat", "--port", str(listening.getHost().port), "--users", "3",
+            "--duration", "0.5", "--drain", "1", "-q",
+        )  # fmt: skip
+        self.assertEqual(code, 1, stdout + stderr)
+        self.assertIn("protocol violation by the server", stderr)
+        self.assertIn("response 202 body of 3 bytes", stderr)
+        self.assertIn("08 00 ca 00 00 00 00 00", stderr)
+        assert data is not None
+        self.assertEqual(data["violations"]["count"], 3)
+        self.assertIn("FAIL", stdout)
+
+
+class RedisKeysTests(TestCase):
+    def test_set_passwords(self) -> None:
+        with redis_server() as redis:
+            count = set_passwords(
+                RedisURL.parse(redis.url),
+                (b"u%d" % i for i in range(2500)),
+                b"pw",
+                key_prefix=b"p:",
+                expire_seconds=60,
+            )
+            self.assertEqual(count, 2500)
+            self.assertEqual(redis.command("GET", "p:u2499"), b"$2\r\npw\r\n")
+            ttl = int(redis.command("TTL", "p:u0")[1:].strip())
+            self.assertTrue(0 < ttl <= 60)
