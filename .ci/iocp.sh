@@ -137,8 +137,9 @@ env = {
 seen = set()
 for text in reqs:
     req = Requirement(text)
-    if req.name.lower() in {"ruff", "mypy", "build"}:  # tools, never imported
-        continue
+    name = req.name.lower()
+    if name in {"ruff", "build"} or name.startswith(("mypy", "types-")):
+        continue  # lint/build tools, never imported by tests
     if req.marker is None or req.marker.evaluate(env):
         req.marker = None
         if str(req) not in seen:
@@ -240,6 +241,7 @@ done
 # A persistent wineserver, warmed up with std handles on /dev/null, keeps Wine's
 # helper processes (services.exe, explorer.exe, ...) from inheriting our pipes.
 wineserver_started=1
+timeout 30 wineserver -k >/dev/null 2>&1 9>&- || true  # one left by a killed run
 timeout 30 wineserver -p >/dev/null 2>&1 </dev/null 9>&-
 timeout -k 10 60 wine cmd /c exit </dev/null >/dev/null 2>&1 9>&-
 
@@ -250,8 +252,10 @@ for p in "${extra_path[@]}"; do
     if [ -d "$p" ]; then win_pythonpath+=";$(winpath "$(cd "$p" && pwd)")"; fi
 done
 
-# Wine hands the whole Unix environment to Windows programs.
+# Wine hands the whole Unix environment to Windows programs. A Linux
+# redis-server path is useless there: Windows python cannot manage a Unix process.
 unset PYTHONHOME PYTHONSTARTUP PYTHONDONTWRITEBYTECODE PYTHONUSERBASE PYTHONEXECUTABLE
+unset CHATSVC_REDIS_SERVER
 export PYTHONPATH="$win_pythonpath"
 export PYTHONPYCACHEPREFIX  # bytecode in the cache, not in the repo
 PYTHONPYCACHEPREFIX=$(winpath "$cache/pycache")

@@ -12,8 +12,7 @@ import subprocess
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as _reactor
@@ -21,7 +20,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.testing import StringTransport
+from twisted.protocols import portforward
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 
 from chatsvc.client.events import Event, parse_event
 from chatsvc.net.codec import PacketDecoder
@@ -111,10 +112,8 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
+                if self.command("PING").startswith(b"+PONG"):
+                    return
             except OSError:
                 time.sleep(0.05)
         self.stop()
@@ -126,29 +125,105 @@ class RedisServer:
             self._process.wait(10)
             self._process = None
 
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
     def command(self, *args: str) -> bytes:
         """
         Run one command with a plain socket (for setting test data).
         """
-        parts = [f"${len(a.encode())}\r\n{a}\r\n" for a in args]
-        request = f"*{len(args)}\r\n" + "".join(parts)
-        with socket.create_connection(("127.0.0.1", self.port), 2) as s:
-            s.sendall(request.encode())
-            return s.recv(65536)
+        return _command(self.port, args)
 
 
-@contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def _command(port: int, args: tuple[str, ...]) -> bytes:
+    parts = [f"${len(a.encode())}\r\n{a}\r\n" for a in args]
+    request = f"*{len(args)}\r\n" + "".join(parts)
+    with socket.create_connection(("127.0.0.1", port), 2) as s:
+        s.sendall(request.encode())
+        return s.recv(65536)
+
+
+class _Gate(portforward.ProxyFactory):
     """
-    Run a redis-server for the duration of the block.
+    A TCP proxy in front of a Redis server that can be shut: while shut, it
+    drops every connection through it and refuses new ones.
     """
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server._dir, ignore_errors=True)
+
+    def __init__(self, port: int) -> None:
+        super().__init__("127.0.0.1", port)
+        self.open = True
+        self.connections: set[portforward.ProxyServer] = set()
+
+    def buildProtocol(self, addr: object) -> portforward.ProxyServer | None:  # type: ignore[override]
+        if not self.open:
+            return None
+        protocol: portforward.ProxyServer = super().buildProtocol(addr)
+        self.connections.add(protocol)
+        lost = protocol.connectionLost
+
+        def forget(reason: Failure) -> None:
+            self.connections.discard(protocol)
+            lost(reason)
+
+        protocol.connectionLost = forget  # type: ignore[method-assign]
+        return protocol
+
+    def shut(self) -> None:
+        self.open = False
+        for protocol in list(self.connections):
+            protocol.transport.abortConnection()  # type: ignore[union-attr]
+
+
+class ExternalRedis:
+    """
+    A Redis server started for the tests by their harness (C{CHATSVC_TEST_REDIS}
+    is its C{host:port}; under Wine, Windows python cannot run a Linux
+    redis-server itself). Clients reach it through a proxy in this process, so
+    C{stop} and C{start} cut it off and bring it back as a restart would.
+    """
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        assert host in ("127.0.0.1", "localhost"), "tests only use loopback servers"
+        self._server_port = int(port)
+        self._gate = _Gate(self._server_port)
+        self._listening = reactor.listenTCP(0, self._gate, interface="127.0.0.1")
+        self.port = self._listening.getHost().port
+        self.command("FLUSHALL")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self._gate.open = True
+
+    def stop(self) -> None:
+        self._gate.shut()
+
+    def close(self) -> Deferred[None] | None:
+        self._gate.shut()
+        return self._listening.stopListening()
+
+    def command(self, *args: str) -> bytes:
+        return _command(self._server_port, args)
+
+
+def start_redis(test: TestCase) -> RedisServer | ExternalRedis:
+    """
+    A Redis server for C{test}, closed when it ends: one of the tests' own, or
+    the harness's (through a proxy) when C{CHATSVC_TEST_REDIS} names one.
+    """
+    external = os.environ.get("CHATSVC_TEST_REDIS")
+    server: RedisServer | ExternalRedis
+    if external:
+        server = ExternalRedis(external)
+    else:
+        server = RedisServer()
+        server.start()
+    test.addCleanup(server.close)
+    return server
 
 
 class PacketClient(Protocol):

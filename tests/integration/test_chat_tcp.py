@@ -25,7 +25,7 @@ from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.services import ChatService, chat_service
 from chatsvc.net.config import NetConfig
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
-from tests.support import EXPECT_REACTOR, PacketClient, reactor, redis_server
+from tests.support import EXPECT_REACTOR, PacketClient, reactor, start_redis
 
 LOGIN = PacketId.LOGIN_RESPONSE
 ENTER = PacketId.ROOM_ENTER_RESPONSE
@@ -236,9 +236,7 @@ class ManyUsersTests(ChatTestCase):
 class RedisLoginTests(ChatTestCase):
     def setUp(self) -> None:
         super().setUp()
-        context = redis_server()
-        self.redis = context.__enter__()
-        self.addCleanup(context.__exit__, None, None, None)
+        self.redis = start_redis(self)
 
     async def start_redis_chat(self, **kwargs: object) -> int:
         return await self.start_chat(redis=RedisURL.parse(self.redis.url), **kwargs)

@@ -24,7 +24,7 @@ from chatsvc.host.services import ChatService, chat_service
 from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
-from tests.support import PacketClient, free_port, reactor, redis_server
+from tests.support import PacketClient, free_port, reactor, start_redis
 
 CHAT = PacketId.ROOM_CHAT_RESPONSE
 
@@ -125,28 +125,28 @@ class MetricsTests(OperationsTestCase):
 
 class RedisHealthTests(OperationsTestCase):
     async def test_health_follows_redis(self) -> None:
-        with redis_server() as redis:
-            redis.command("SET", "u0", "pw")
-            _, port = await self.start_chat(redis=RedisURL.parse(redis.url))
-            [client] = await self.connect(port)
-            client.send(login_request("u0", "pw"))
-            await client.wait_events(1)
-            self.assertEqual(client.events, [Response(PacketId.LOGIN_RESPONSE, 0)])
-            self.assertEqual(await self.get("/healthz"), (200, "ok\n"))
-            _, text = await self.get("/metrics")
-            self.assertEqual(metric(text, "chatsvc_redis_request_seconds_count"), 1)
-            redis.stop()
-            await deferLater(reactor, 0.5, lambda: None)
-            code, body = await self.get("/healthz")
-            self.assertEqual(code, 503)
-            self.assertIn("is not reachable", body)
-            redis.start()
-            for _ in range(40):
-                if (await self.get("/healthz"))[0] == 200:
-                    break
-                await deferLater(reactor, 0.25, lambda: None)
-            else:
-                self.fail("health did not recover with Redis")
+        redis = start_redis(self)
+        redis.command("SET", "u0", "pw")
+        _, port = await self.start_chat(redis=RedisURL.parse(redis.url))
+        [client] = await self.connect(port)
+        client.send(login_request("u0", "pw"))
+        await client.wait_events(1)
+        self.assertEqual(client.events, [Response(PacketId.LOGIN_RESPONSE, 0)])
+        self.assertEqual(await self.get("/healthz"), (200, "ok\n"))
+        _, text = await self.get("/metrics")
+        self.assertEqual(metric(text, "chatsvc_redis_request_seconds_count"), 1)
+        redis.stop()
+        await deferLater(reactor, 0.5, lambda: None)
+        code, body = await self.get("/healthz")
+        self.assertEqual(code, 503)
+        self.assertIn("is not reachable", body)
+        redis.start()
+        for _ in range(40):
+            if (await self.get("/healthz"))[0] == 200:
+                break
+            await deferLater(reactor, 0.25, lambda: None)
+        else:
+            self.fail("health did not recover with Redis")
 
 
 class ShutdownTests(OperationsTestCase):

@@ -41,6 +41,9 @@ class EchoStageTests(IntegrationTestCase):
         service = echo_service(LOOPBACK, NetConfig(send_queue_limit=limit), reactor)
         port = await self.start(service)
         [client] = await self.connect(port)
+        # The IOCP reactor starts reading after connectionMade returns, so
+        # pausing has to wait a turn.
+        await deferLater(reactor, 0, lambda: None)
         client.transport.pauseProducing()  # type: ignore[union-attr]
         total = 16 * 1024 * 1024
         chunk = bytes(range(256)) * 256
