@@ -193,3 +193,22 @@ class RedisURLTests(SynchronousTestCase):
             str(RedisURL.parse("redis://u:secret@h:1/2")), "redis://u:***@h:1/2"
         )
         self.assertEqual(str(RedisURL.parse("rediss://h")), "rediss://h:6379/0")
+
+
+class ReactorCheckTests(SynchronousTestCase):
+    """
+    A run asked to use one reactor cannot silently pass on another.
+    """
+
+    def test_other_reactor_fails(self) -> None:
+        from tests import support
+
+        other = "epoll" if type(reactor).__name__ != "EPollReactor" else "iocp"
+        self.patch(support, "EXPECT_REACTOR", other)
+        self.assertRaises(AssertionError, support.check_reactor)
+
+    def test_same_reactor_passes(self) -> None:
+        from tests import support
+
+        self.patch(support, "EXPECT_REACTOR", type(reactor).__name__)
+        support.check_reactor()
