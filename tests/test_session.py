@@ -31,10 +31,11 @@ class RecordingApp:
     def connected(self, session: Session) -> None:
         self.log.append(("connected", session.session_id, None))
 
-    def packet_received(self, session: Session, packet: Packet) -> None:
-        self.log.append(("packet", session.session_id, packet))
-        if self.echo:
-            session.send(encode_packet(packet.packet_id, packet.body))
+    def packets_received(self, session: Session, packets: list[Packet]) -> None:
+        for packet in packets:
+            self.log.append(("packet", session.session_id, packet))
+            if self.echo:
+                session.send(encode_packet(packet.packet_id, packet.body))
 
     def disconnected(self, session: Session, reason: Failure) -> None:
         self.log.append(("disconnected", session.session_id, None))

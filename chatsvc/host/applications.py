@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
@@ -21,6 +22,7 @@ from chatsvc.net.codec import Packet, ProtocolError, encode_packet
 from chatsvc.net.session import Session
 
 DEV_ECHO = PacketId.DEV_ECHO.value
+_packet_id = itemgetter(0)
 
 
 class UnknownPackets:
@@ -61,14 +63,23 @@ class PacketEcho:
     def connected(self, session: Session) -> None:
         pass
 
-    def packet_received(self, session: Session, packet: Packet) -> None:
-        if packet.packet_id == DEV_ECHO:
-            echo = encode_packet(DEV_ECHO, packet.body, packet.type)
-            self.echoed += 1
+    def packets_received(self, session: Session, packets: list[Packet]) -> None:
+        if list(map(_packet_id, packets)).count(DEV_ECHO) == len(packets):
+            # Every packet is an echo request: the answer is the batch itself.
+            echo = session.batch_bytes()
+            self.echoed += len(packets)
+        else:
+            answers = []
+            for packet in packets:
+                if packet.packet_id == DEV_ECHO:
+                    answers.append(encode_packet(DEV_ECHO, packet.body, packet.type))
+                else:
+                    self.unknown(session, packet)
+            self.echoed += len(answers)
+            echo = b"".join(answers)
+        if echo:
             self.echoed_bytes += len(echo)
             session.queue.push(echo)
-        else:
-            self.unknown(session, packet)
 
     def disconnected(self, session: Session, reason: Failure) -> None:
         pass
@@ -108,12 +119,16 @@ class ChatApplication:
     def connected(self, session: Session) -> None:
         self.server.connect(session)
 
-    def packet_received(self, session: Session, packet: Packet) -> None:
-        request = parse_request(packet.packet_id, packet.body)
-        if request is None:
-            self.unknown(session, packet)
-        else:
-            self.server.handle(session, request)
+    def packets_received(self, session: Session, packets: list[Packet]) -> None:
+        handle = self.server.handle
+        for packet in packets:
+            request = parse_request(packet.packet_id, packet.body)
+            if request is None:
+                self.unknown(session, packet)
+            else:
+                handle(session, request)
+            if session.closing:
+                break
 
     def disconnected(self, session: Session, reason: Failure) -> None:
         self.server.disconnect(session)

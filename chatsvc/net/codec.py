@@ -105,6 +105,7 @@ class PacketDecoder:
         self._buffer: bytes | bytearray = b""
         self._offset = 0
         self._error: ProtocolError | None = None
+        self._batch = (0, 0)
         self.decoded_bytes = 0
 
     @property
@@ -189,8 +190,17 @@ class PacketDecoder:
             append(_new_tuple(Packet, (packet_id, packet_type, body)))
             offset = end
         self.decoded_bytes += offset - self._offset
+        self._batch = (self._offset, offset)
         self._offset = offset
         return packets
+
+    def batch_bytes(self) -> bytes:
+        """
+        The wire bytes of the packets the last L{read_batch} returned (until
+        the next L{feed}).
+        """
+        start, end = self._batch
+        return bytes(self._buffer[start:end])
 
     def close(self) -> None:
         """

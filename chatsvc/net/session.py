@@ -36,9 +36,10 @@ class Application(Protocol):
         C{session} is open.
         """
 
-    def packet_received(self, session: Session, packet: Packet) -> None:
+    def packets_received(self, session: Session, packets: list[Packet]) -> None:
         """
-        A complete packet arrived on C{session}.
+        Complete packets arrived on C{session}, in order: one batch of at most
+        C{NetConfig.batch_size}; C{session.batch_bytes()} is their wire form.
         """
 
     def disconnected(self, session: Session, reason: Failure) -> None:
@@ -75,6 +76,12 @@ class Session(ManagedConnection):
         self._reading_paused = False
         self._output_paused = False
         self._app.connected(self)
+
+    def batch_bytes(self) -> bytes:
+        """
+        The wire bytes of the batch of packets being handed to the application.
+        """
+        return self.decoder.batch_bytes()
 
     def send(self, data: bytes) -> None:
         """
@@ -129,11 +136,7 @@ class Session(ManagedConnection):
         try:
             if packets:
                 self._count(packets, decoder.decoded_bytes - before)
-                packet_received = self._app.packet_received
-                for packet in packets:
-                    packet_received(self, packet)
-                    if self.closing:
-                        break
+                self._app.packets_received(self, packets)
             if decoder.error is not None:
                 raise decoder.error
         except ProtocolError as e:
@@ -234,8 +237,7 @@ class Session(ManagedConnection):
             while packets := decoder.read_batch(self._batch_size):
                 self._count(packets, decoder.decoded_bytes - before)
                 before = decoder.decoded_bytes
-                for packet in packets:
-                    self._app.packet_received(self, packet)
+                self._app.packets_received(self, packets)
             decoder.close()
         except ProtocolError as e:
             self._protocol_error(e)
