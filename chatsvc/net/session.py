@@ -127,25 +127,14 @@ class Session(ManagedConnection):
         Hand at most one batch of packets to the application; return whether
         more complete packets may be waiting.
         """
-        decoder = self.decoder
-        before = decoder.decoded_bytes
         try:
-            packets = decoder.read_batch(self._batch_size)
-        except ProtocolError:
-            packets = []
-        try:
-            if packets:
-                self._count(packets, decoder.decoded_bytes - before)
-                self._app.packets_received(self, packets)
-            if decoder.error is not None:
-                raise decoder.error
+            more = self._deliver_batch() == self._batch_size
         except ProtocolError as e:
-            if not self.closing:
-                self._protocol_error(e)
-                self.transport.abortConnection()  # type: ignore[union-attr]
+            self._protocol_error(e)
+            more = False
         if (
-            len(packets) == self._batch_size
-            and decoder.buffered >= HEADER_SIZE
+            more
+            and self.decoder.buffered >= HEADER_SIZE
             and not self.closing
             and not self._output_paused
         ):
@@ -154,6 +143,23 @@ class Session(ManagedConnection):
         if self._reading_paused:
             self._maybe_resume_reading()
         return False
+
+    def _deliver_batch(self) -> int:
+        """
+        Decode one batch, count it and hand it to the application; return how
+        many packets it held.
+
+        @raise ProtocolError: after handing over the packets before the error.
+        """
+        decoder = self.decoder
+        before = decoder.decoded_bytes
+        packets = decoder.read_batch(self._batch_size)
+        if packets:
+            self._count(packets, decoder.decoded_bytes - before)
+            self._app.packets_received(self, packets)
+        if decoder.error is not None:
+            raise decoder.error
+        return len(packets)
 
     def _count(self, packets: list[Packet], size: int) -> None:
         stats = self._stats
@@ -180,6 +186,8 @@ class Session(ManagedConnection):
             self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def _protocol_error(self, error: ProtocolError) -> None:
+        if self.closing:
+            return
         self.closing = True
         self._stats.protocol_errors[error.kind] += 1
         self.factory.warnings.warn(
@@ -188,6 +196,7 @@ class Session(ManagedConnection):
             session=self.session_id,
             reason=error.reason,
         )
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def output_paused(self) -> None:
         self._output_paused = True
@@ -231,14 +240,10 @@ class Session(ManagedConnection):
         Process every complete packet that arrived before the peer closed: the
         server received them, so they are not dropped.
         """
-        decoder = self.decoder
         try:
-            before = decoder.decoded_bytes
-            while packets := decoder.read_batch(self._batch_size):
-                self._count(packets, decoder.decoded_bytes - before)
-                before = decoder.decoded_bytes
-                self._app.packets_received(self, packets)
-            decoder.close()
+            while self._deliver_batch() == self._batch_size:
+                pass
+            self.decoder.close()
         except ProtocolError as e:
             self._protocol_error(e)
 
