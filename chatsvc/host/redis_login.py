@@ -12,15 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import txredisapi
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +82,31 @@ class RedisURL:
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
 
+#: GET and compare in Redis, for every login of a reactor turn in one round
+#: trip. The answer is one string of "1" (accepted) and "0" (refused), a
+#: single reply however many logins it covers: txredisapi spends a reactor
+#: turn on every string reply it parses, so one reply per login would cap
+#: logins at one per turn.
+_CHECK = """
+local answers = {}
+for i, key in ipairs(KEYS) do
+    answers[i] = redis.call('GET', key) == ARGV[i] and '1' or '0'
+end
+return table.concat(answers)
+"""
+
+#: Logins checked by one script call at most.
+MAX_BATCH = 512
+
+#: A login waiting for its lookup: key, password, and where the answer goes.
+_Waiting = tuple[bytes, bytes, "Deferred[bool]"]
+
+
 class RedisLogin:
     """
-    Checks logins with C{GET} on a lazy txredisapi connection pool, and logs
-    when Redis goes away and comes back.
+    Checks logins on a lazy txredisapi connection pool, all those of a
+    reactor turn in one round trip, and logs when Redis goes away and comes
+    back.
 
     @ivar observe_latency: called with the seconds each lookup took.
     """
@@ -119,6 +146,9 @@ class RedisLogin:
         self._factory = factory
         self._redis = factory.handler
         self.observe_latency: Callable[[float], None] | None = None
+        self._scripting = True
+        self._waiting: list[_Waiting] = []
+        self._flush_call: IDelayedCall | None = None
         self._up: bool | None = None
         self._watch = LoopingCall(self._check_connection)
         self._watch.clock = reactor
@@ -162,15 +192,71 @@ class RedisLogin:
         return endpoint
 
     async def check(self, user_id: bytes, password: bytes) -> bool:
+        answer: Deferred[bool] = Deferred()
+        self._waiting.append((self.key_prefix + user_id, password, answer))
+        if self._flush_call is None:
+            self._flush_call = self._reactor.callLater(0, self._flush)
+        return await answer
+
+    def _flush(self) -> None:
+        """
+        Look up the logins that arrived during this turn.
+        """
+        self._flush_call = None
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), MAX_BATCH):
+            batch = waiting[start : start + MAX_BATCH]
+            lookup = ensureDeferred(
+                self._lookup([k for k, _, _ in batch], [p for _, p, _ in batch])
+            )
+            lookup.addCallbacks(
+                self._answer, self._fail, callbackArgs=(batch,), errbackArgs=(batch,)
+            )
+
+    async def _lookup(self, keys: list[bytes], passwords: list[bytes]) -> list[bool]:
         started = self._reactor.seconds()
-        reply: Deferred[bytes | None] = self._redis.get(self.key_prefix + user_id)
-        reply.addTimeout(self.timeout, self._reactor)
-        value = await reply
+        if self._scripting:
+            try:
+                answers = await self._ask(self._redis.eval(_CHECK, keys, passwords))
+            except txredisapi.ResponseError as e:
+                self._scripting = False
+                self.log.warn(
+                    "{redis} refused EVAL ({error}); checking logins with MGET",
+                    redis=self.description,
+                    error=e,
+                )
+                return await self._lookup(keys, passwords)
+            accepted = [answer == ord("1") for answer in answers]
+        else:
+            values = await self._ask(self._redis.mget(keys))
+            accepted = [
+                v is not None and v == p for v, p in zip(values, passwords, strict=True)
+            ]
         if self.observe_latency is not None:
             self.observe_latency(self._reactor.seconds() - started)
-        return value is not None and value == password
+        return accepted
+
+    def _ask(self, reply: Deferred[Any]) -> Deferred[Any]:
+        return reply.addTimeout(self.timeout, self._reactor)
+
+    @staticmethod
+    def _answer(accepted: list[bool], batch: list[_Waiting]) -> None:
+        for ok, (_, _, answer) in zip(accepted, batch, strict=True):
+            answer.callback(ok)
+
+    @staticmethod
+    def _fail(failure: Failure, batch: list[_Waiting]) -> None:
+        for _, _, answer in batch:
+            answer.errback(failure)
 
     async def close(self) -> None:
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush_call = None
+            self._fail(
+                Failure(ConnectionError("the login back end is closing")), self._waiting
+            )
+            self._waiting = []
         if self._watch.running:
             self._watch.stop()
         await self._factory.disconnect()

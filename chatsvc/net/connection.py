@@ -10,7 +10,12 @@ import itertools
 from typing import Any, ClassVar, cast
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IReactorTime,
+    ITCPTransport,
+)
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -136,7 +141,12 @@ class ManagedConnection(Protocol, TimeoutMixin):
         return self.factory.reactor.callLater(period, func)
 
     def connectionMade(self) -> None:
-        self.peer = describe_peer(self.transport.getPeer())  # type: ignore[union-attr]
+        transport = self.transport
+        self.peer = describe_peer(transport.getPeer())  # type: ignore[union-attr]
+        if ITCPTransport.providedBy(transport):
+            # Small packets go out at once instead of waiting for the peer's
+            # delayed ACK (Nagle's algorithm), which costs up to 40 ms.
+            transport.setTcpNoDelay(True)
         self.factory.connection_opened(self)
         if self.factory.config.idle_timeout:
             self.setTimeout(self.factory.config.idle_timeout)

@@ -250,6 +250,35 @@ class RedisLoginTests(ChatTestCase):
         self.assertEqual(await self.login(c, "alice", "token-1"), 0)
         self.assertEqual(await self.login(a, "alice", "token-1"), 31)
 
+    async def test_many_logins_at_once(self) -> None:
+        """
+        Logins arriving together are checked together, each with its own
+        answer.
+        """
+        for i in range(0, 300, 2):
+            self.redis.command("SET", f"user{i}", f"pw{i}")
+        port = await self.start_redis_chat()
+        clients = await self.connect(port, 300)
+        for i, client in enumerate(clients):
+            client.send(login_request(f"user{i}", f"pw{i}"))
+        await wait_all(clients, lambda c: len(c.events) >= 1)
+        for i, client in enumerate(clients):
+            self.assertEqual(client.events, [Response(LOGIN, 0 if i % 2 == 0 else 33)])
+
+    async def test_without_scripting(self) -> None:
+        """
+        A Redis that refuses EVAL (an ACL without scripting) is asked with MGET.
+        """
+        self.redis.command("SET", "alice", "pw")
+        self.redis.command("ACL", "SETUSER", "default", "-@scripting")
+        self.addCleanup(self.redis.command, "ACL", "SETUSER", "default", "+@all")
+        port = await self.start_redis_chat()
+        a, b = await self.connect(port, 2)
+        with capturedLogs() as events:
+            self.assertEqual(await self.login(a, "alice", "pw"), 0)
+        self.assertTrue(any("refused EVAL" in e["log_format"] for e in events))
+        self.assertEqual(await self.login(b, "bob", "pw"), 33)
+
     async def test_key_prefix(self) -> None:
         self.redis.command("SET", "chat:alice", "pw")
         self.redis.command("SET", "alice", "other")
