@@ -18,10 +18,11 @@ Servers, each its own process started here on a free loopback port:
 Load: ``bench/loadgen.py`` in its own process(es), N connections with DEV_ECHO
 packets of each size, one in flight per connection (ping-pong) or ``--depth``
 in flight (pipelined). The server is pinned to the first core this process may
-use and the load to the others. Every round starts each server in turn, waits
-for its port, runs every scenario against it (1 s warm-up, then S seconds
-measured) and stops it; rounds repeat, so servers alternate A B A B. The table
-gives the median over rounds, and the ratio to twisted-echo's median.
+use and the load to the others. Every round starts every server and waits
+for its port, then runs each scenario against each server in turn (1 s
+warm-up, then S seconds measured), so servers alternate A B C A B C, and stops
+them all. The table gives the median over rounds, and the ratio to
+twisted-echo's median.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class Sample:
     server_cpu_pct: float
     other_cpu_pct: float
     errors: int
+    first_error: str
     loop: str
 
     @property
@@ -135,7 +137,7 @@ class Row:
     spread_pct: float
     ratio: float | None
     cpu_ratio: float | None
-    errors: int
+    failed: int
 
 
 # --- servers -----------------------------------------------------------------
@@ -161,8 +163,13 @@ def twistd_command(plugin: str) -> Callable[[int], list[str]]:
 
     def command(port: int) -> list[str]:
         return [
-            sys.executable, str(twistd_path()), "-n", "--pidfile=", plugin,
-            "--listen", f"tcp:{port}:interface=127.0.0.1",
+            sys.executable,
+            str(twistd_path()),
+            "-n",
+            "--pidfile=",
+            plugin,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
         ]
 
     return command
@@ -188,22 +195,40 @@ def all_servers() -> tuple[list[Server], list[str]]:
     Return the servers this machine can run, and notes on those it cannot.
     """
     servers = [
-        Server(BASELINE, "plain Twisted echo: transport.write(data)",
-               peer_command("twisted_echo.py")),
-        Server("chatsvc-echo", "twistd chatsvc-echo: raw echo with flow control",
-               twistd_command("chatsvc-echo")),
-        Server(CANDIDATE, "twistd chatsvc-sendqueue: framed, per-session send queues",
-               twistd_command("chatsvc-sendqueue")),
-        Server("asyncio-echo", "framed DEV_ECHO echo on asyncio",
-               peer_command("asyncio_echo.py")),
+        Server(
+            BASELINE,
+            "plain Twisted echo: transport.write(data)",
+            peer_command("twisted_echo.py"),
+        ),
+        Server(
+            "chatsvc-echo",
+            "twistd chatsvc-echo: raw echo with flow control",
+            twistd_command("chatsvc-echo"),
+        ),
+        Server(
+            CANDIDATE,
+            "twistd chatsvc-sendqueue: framed, per-session send queues",
+            twistd_command("chatsvc-sendqueue"),
+        ),
+        Server(
+            "asyncio-echo",
+            "framed DEV_ECHO echo on asyncio",
+            peer_command("asyncio_echo.py"),
+        ),
     ]
     notes = []
     if uvloop_installed():
-        servers.append(Server("uvloop-echo", "framed DEV_ECHO echo on uvloop",
-                              peer_command("asyncio_echo.py", "--uvloop")))
+        servers.append(
+            Server(
+                "uvloop-echo",
+                "framed DEV_ECHO echo on uvloop",
+                peer_command("asyncio_echo.py", "--uvloop"),
+            )
+        )
     else:
-        notes.append("uvloop-echo skipped: uvloop is not installed"
-                     " (pip install uvloop)")
+        notes.append(
+            "uvloop-echo skipped: uvloop is not installed (pip install uvloop)"
+        )
     return servers, notes
 
 
@@ -273,20 +298,37 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> Non
         if process.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"server exited ({process.returncode}):\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection(
-            ("127.0.0.1", port), timeout=0.5
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.5),
         ):
             return
         time.sleep(0.05)
     raise RuntimeError(f"port {port} did not accept within 20 s; see {log}")
 
 
+@dataclass(frozen=True)
+class Live:
+    """
+    A server that is running: its process id, its port and its log.
+    """
+
+    server: Server
+    pid: int
+    port: int
+    log: Path
+
+    def log_tail(self, lines: int = 15) -> str:
+        text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(f"    {self.server.name}| {line}" for line in text)
+
+
 @contextlib.contextmanager
 def running(
     server: Server, cores: frozenset[int] | None, nice: int, log_dir: Path
-) -> Iterator[tuple[int, int]]:
+) -> Iterator[Live]:
     """
-    Run C{server} on a free port; yield its pid and port; stop it afterwards.
+    Run C{server} on a free port until the block ends.
     """
     port = free_port()
     log = log_dir / f"{server.name}.log"
@@ -294,7 +336,7 @@ def running(
         process = spawn(server.command(port), cores, output, nice)
         try:
             wait_for_port(process, port, log)
-            yield process.pid, port
+            yield Live(server, process.pid, port, log)
         finally:
             stop(process)
 
@@ -324,11 +366,24 @@ def run_load(
     try:
         for connections in shares(args.connections, args.load_procs):
             argv = [
-                sys.executable, str(LOADGEN), "--port", str(port),
-                "--connections", str(connections), "--depth", str(scenario.depth),
-                "--size", str(scenario.size), "--warmup", str(args.warmup),
-                "--seconds", str(args.seconds), "--start-at", repr(start_at),
-                "--server-pid", str(server_pid),
+                sys.executable,
+                str(LOADGEN),
+                "--port",
+                str(port),
+                "--connections",
+                str(connections),
+                "--depth",
+                str(scenario.depth),
+                "--size",
+                str(scenario.size),
+                "--warmup",
+                str(args.warmup),
+                "--seconds",
+                str(args.seconds),
+                "--start-at",
+                repr(start_at),
+                "--server-pid",
+                str(server_pid),
             ]
             processes.append(spawn(argv, cores, subprocess.PIPE, args.nice))
         timeout = LAUNCH_ALLOWANCE + args.warmup + args.seconds + 30
@@ -385,6 +440,9 @@ def merge(
         server_cpu_pct=100 * first["server_cpu_seconds"] / seconds,
         other_cpu_pct=max(0.0, 100 * other / seconds),
         errors=sum(report["error_count"] for report in reports),
+        first_error=next(
+            (report["errors"][0] for report in reports if report["errors"]), ""
+        ),
         loop=first["loop"],
     )
 
@@ -396,7 +454,7 @@ def describe(sample: Sample) -> str:
         f"  p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms"
         f"  load {sample.load_cpu_pct:3.0f}%  server {sample.server_cpu_pct:3.0f}%"
         f"  other {sample.other_cpu_pct:3.0f}%"
-        + (f"  ERRORS {sample.errors}" if sample.errors else "")
+        + (f"  ERRORS {sample.errors}: {sample.first_error}" if sample.errors else "")
     )
 
 
@@ -408,17 +466,27 @@ def run_rounds(
     log_dir: Path,
 ) -> list[Sample]:
     """
-    Run every round: each server in turn, every scenario against it.
+    Run every round: start every server, then for each scenario load each
+    server in turn (A B C A B C: the servers compared are measured seconds
+    apart, so a slow drift of the machine hits them alike), then stop them.
     """
     server_cores, load_cores = cores
     samples = []
     for round_ in range(1, args.rounds + 1):
-        for server in servers:
-            with running(server, server_cores, args.nice, log_dir) as (pid, port):
-                for scenario in scenarios:
-                    reports = run_load(args, scenario, pid, port, load_cores)
-                    sample = merge(reports, round_, server.name, scenario)
+        with contextlib.ExitStack() as stack:
+            live = [
+                stack.enter_context(running(server, server_cores, args.nice, log_dir))
+                for server in servers
+            ]
+            for scenario in scenarios:
+                for server in live:
+                    reports = run_load(
+                        args, scenario, server.pid, server.port, load_cores
+                    )
+                    sample = merge(reports, round_, server.server.name, scenario)
                     print(describe(sample), file=sys.stderr, flush=True)
+                    if sample.errors:
+                        print(server.log_tail(), file=sys.stderr, flush=True)
                     samples.append(sample)
     return samples
 
@@ -426,46 +494,47 @@ def run_rounds(
 # --- reporting ---------------------------------------------------------------
 
 
+def _median(samples: list[Sample], value: Callable[[Sample], float]) -> float:
+    return statistics.median(map(value, samples)) if samples else float("nan")
+
+
 def summarize(samples: list[Sample]) -> list[Row]:
     """
     Return the medians over rounds, in the order the samples were taken.
+
+    A sample whose load saw errors (lost connections, wrong replies) is no
+    measurement: it is counted in C{failed} and left out of the medians.
     """
     groups: dict[tuple[str, str, int], list[Sample]] = {}
     for sample in samples:
         groups.setdefault((sample.server, sample.mode, sample.size), []).append(sample)
-    medians = {
-        key: statistics.median(s.msgs_per_s for s in group)
-        for key, group in groups.items()
-    }
-    efficiencies = {
-        key: statistics.median(s.msgs_per_cpu_s for s in group)
-        for key, group in groups.items()
-    }
+    valid = {key: [s for s in group if not s.errors] for key, group in groups.items()}
     rows = []
-    for (server, mode, size), group in groups.items():
-        rate = medians[(server, mode, size)]
-        baseline = medians.get((BASELINE, mode, size))
-        efficiency = efficiencies[(server, mode, size)]
-        baseline_efficiency = efficiencies.get((BASELINE, mode, size))
-        rates = [s.msgs_per_s for s in group]
-        rows.append(Row(
-            server=server,
-            mode=mode,
-            size=size,
-            msgs_per_s=rate,
-            p50_ms=statistics.median(s.p50_ms for s in group),
-            p99_ms=statistics.median(s.p99_ms for s in group),
-            load_cpu_pct=statistics.median(s.load_cpu_pct for s in group),
-            server_cpu_pct=statistics.median(s.server_cpu_pct for s in group),
-            other_cpu_pct=statistics.median(s.other_cpu_pct for s in group),
-            msgs_per_cpu_s=efficiency,
-            spread_pct=100 * (max(rates) - min(rates)) / rate if rate else 0.0,
-            ratio=rate / baseline if baseline else None,
-            cpu_ratio=(
-                efficiency / baseline_efficiency if baseline_efficiency else None
-            ),
-            errors=sum(s.errors for s in group),
-        ))
+    for (server, mode, size), good in valid.items():
+        rate = _median(good, lambda s: s.msgs_per_s)
+        efficiency = _median(good, lambda s: s.msgs_per_cpu_s)
+        base = valid.get((BASELINE, mode, size), [])
+        base_rate = _median(base, lambda s: s.msgs_per_s)
+        base_efficiency = _median(base, lambda s: s.msgs_per_cpu_s)
+        rates = [s.msgs_per_s for s in good]
+        rows.append(
+            Row(
+                server=server,
+                mode=mode,
+                size=size,
+                msgs_per_s=rate,
+                p50_ms=_median(good, lambda s: s.p50_ms),
+                p99_ms=_median(good, lambda s: s.p99_ms),
+                load_cpu_pct=_median(good, lambda s: s.load_cpu_pct),
+                server_cpu_pct=_median(good, lambda s: s.server_cpu_pct),
+                other_cpu_pct=_median(good, lambda s: s.other_cpu_pct),
+                msgs_per_cpu_s=efficiency,
+                spread_pct=100 * (max(rates) - min(rates)) / rate if rates else 0.0,
+                ratio=rate / base_rate if base and good else None,
+                cpu_ratio=efficiency / base_efficiency if base and good else None,
+                failed=len(groups[(server, mode, size)]) - len(good),
+            )
+        )
     return rows
 
 
@@ -488,9 +557,9 @@ def table(rows: list[Row], depth: int) -> str:
         if row.load_cpu_pct >= SATURATED_LOAD_CPU:
             load += " (!)"
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
-        errors = f" ({row.errors} errors)" if row.errors else ""
+        failed = f" ({row.failed} failed)" if row.failed else ""
         lines.append(
-            f"| {row.server}{errors} | {mode_label(row.mode, depth)} | {row.size} B"
+            f"| {row.server}{failed} | {mode_label(row.mode, depth)} | {row.size} B"
             f" | {row.msgs_per_s:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f}"
             f" | {load} | {row.server_cpu_pct:.0f} | {row.other_cpu_pct:.0f}"
             f" | {row.msgs_per_cpu_s:,.0f} | ±{row.spread_pct / 2:.0f}% | {ratio} |"
@@ -505,7 +574,7 @@ def paired_ratios(samples: list[Sample], mode: str, size: int) -> list[float]:
     rates: dict[tuple[str, int], float] = {
         (s.server, s.round): s.msgs_per_s
         for s in samples
-        if s.mode == mode and s.size == size
+        if s.mode == mode and s.size == size and not s.errors
     }
     rounds = sorted({r for (_, r) in rates})
     return [
@@ -539,6 +608,7 @@ def target_lines(rows: list[Row], samples: list[Sample], depth: int) -> list[str
 
 def report(
     args: argparse.Namespace,
+    servers: list[Server],
     rows: list[Row],
     samples: list[Sample],
     notes: list[str],
@@ -560,10 +630,13 @@ def report(
         "",
         table(rows, args.depth),
         "",
+        *(f"- {server.name}: {server.description}" for server in servers),
+        "",
         "CPU % is of one core. other CPU % is what the rest of the machine used"
         " meanwhile (noise). msgs/server CPU-s is msgs/s divided by the server's"
         " CPU share. spread is half the min-max range of msgs/s over rounds."
-        " (!) marks a load generator near saturation.",
+        " (!) marks a load generator near saturation; (n failed) a server whose"
+        " load saw errors in n rounds, left out of the medians.",
     ]
     targets = target_lines(rows, samples, args.depth)
     if targets:
@@ -586,9 +659,13 @@ def choose_cores(pin: bool) -> tuple[frozenset[int] | None, frozenset[int] | Non
     if len(available) < 2:
         return None, None, "not pinned (one core)"
     server, load = frozenset(available[:1]), frozenset(available[1:])
-    return server, load, (
-        f"server pinned to core {available[0]},"
-        f" load to core(s) {', '.join(map(str, available[1:]))}"
+    return (
+        server,
+        load,
+        (
+            f"server pinned to core {available[0]},"
+            f" load to core(s) {', '.join(map(str, available[1:]))}"
+        ),
     )
 
 
@@ -603,30 +680,63 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark chatsvc's echo stages against Twisted and asyncio.",
     )
-    parser.add_argument("--seconds", type=float, default=3.0,
-                        help="measured seconds per scenario (default 3)")
-    parser.add_argument("--warmup", type=float, default=1.0,
-                        help="warm-up seconds before each measurement (default 1)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=3.0,
+        help="measured seconds per scenario (default 3)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="warm-up seconds before each measurement (default 1)",
+    )
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--depth", type=int, default=32,
-                        help="packets in flight per connection when pipelined")
-    parser.add_argument("--sizes", type=csv(int), default=[32, 1024],
-                        help="packet sizes in bytes, header included (32,1024)")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=32,
+        help="packets in flight per connection when pipelined",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=csv(int),
+        default=[32, 1024],
+        help="packet sizes in bytes, header included (32,1024)",
+    )
     parser.add_argument("--modes", type=csv(str), default=["pingpong", "pipelined"])
-    parser.add_argument("--servers", type=csv(str), default=None,
-                        help="only these servers (comma-separated names)")
-    parser.add_argument("--load-procs", type=int, default=1,
-                        help="load generator processes sharing the connections")
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="do not pin server and load to separate cores")
-    parser.add_argument("--nice", type=int, default=-10 if os.geteuid() == 0 else 0,
-                        help="niceness of server and load processes, to keep"
-                        " other work on a shared machine from taking their CPU"
-                        " (default -10 as root, else 0)")
+    parser.add_argument(
+        "--servers",
+        type=csv(str),
+        default=None,
+        help="only these servers (comma-separated names)",
+    )
+    parser.add_argument(
+        "--load-procs",
+        type=int,
+        default=1,
+        help="load generator processes sharing the connections",
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin server and load to separate cores",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-10 if os.geteuid() == 0 else 0,
+        help="niceness of server and load processes, to keep"
+        " other work on a shared machine from taking their CPU"
+        " (default -10 as root, else 0)",
+    )
     parser.add_argument("--json", type=Path, help="write every sample here")
-    parser.add_argument("--log-dir", type=Path,
-                        help="keep the servers' logs here (default: discarded)")
+    parser.add_argument(
+        "--log-dir", type=Path, help="keep the servers' logs here (default: discarded)"
+    )
     args = parser.parse_args(argv)
     if not set(args.modes) <= set(TARGETS):
         parser.error(f"--modes: choose from {', '.join(TARGETS)}")
@@ -643,8 +753,10 @@ def select(servers: list[Server], names: list[str] | None) -> list[Server]:
     known = {server.name for server in servers}
     unknown = set(names) - known
     if unknown:
-        raise SystemExit(f"unknown or unavailable servers: {', '.join(unknown)}"
-                         f" (known: {', '.join(sorted(known))})")
+        raise SystemExit(
+            f"unknown or unavailable servers: {', '.join(unknown)}"
+            f" (known: {', '.join(sorted(known))})"
+        )
     return [server for server in servers if server.name in names]
 
 
@@ -678,22 +790,26 @@ def main(argv: list[str] | None = None) -> int:
             args, servers, scenarios, (server_cores, load_cores), log_dir
         )
     rows = summarize(samples)
-    print(report(args, rows, samples, notes, pinning))
+    print(report(args, servers, rows, samples, notes, pinning))
     if args.json:
-        args.json.write_text(json.dumps({
-            "argv": sys.argv,
-            "pinning": pinning,
-            "notes": notes,
-            "rows": [asdict(row) for row in rows],
-            "samples": [asdict(sample) for sample in samples],
-        }, indent=1))
-    return 1 if any(row.errors for row in rows) else 0
+        args.json.write_text(
+            json.dumps(
+                {
+                    "argv": sys.argv,
+                    "pinning": pinning,
+                    "notes": notes,
+                    "rows": [asdict(row) for row in rows],
+                    "samples": [asdict(sample) for sample in samples],
+                },
+                indent=1,
+            )
+        )
+    return 1 if any(row.failed for row in rows) else 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt:
-        print("interrupted: every server and load process was stopped",
-              file=sys.stderr)
+        print("interrupted: every server and load process was stopped", file=sys.stderr)
         sys.exit(130)

@@ -10,7 +10,7 @@ every burst of 1..depth of them.
 
 Per-message latency is the time from a packet's send to the arrival of its
 reply, matched first in first out per connection. Packets written together
-share one timestamp, so the FIFO holds runs of ``[sent_at, count]`` and a whole
+share one timestamp, so the FIFO holds runs (time sent, count) and a whole
 run is matched at once. Latencies go into a log-scale histogram (about 1 %
 wide buckets) that several load processes can merge.
 
@@ -82,6 +82,18 @@ class Stats:
         self.recording = False
 
 
+class Run:
+    """
+    Packets written together: when, and how many not yet answered.
+    """
+
+    __slots__ = ("count", "sent_at")
+
+    def __init__(self, sent_at: float, count: int) -> None:
+        self.sent_at = sent_at
+        self.count = count
+
+
 class EchoClient(asyncio.Protocol):
     """
     One connection keeping C{depth} packets in flight.
@@ -93,9 +105,10 @@ class EchoClient(asyncio.Protocol):
         self._depth = depth
         self._bursts = [packet * count for count in range(depth + 1)]
         self._buffer = bytearray()
-        self._sent: deque[list[float]] = deque()
+        self._sent: deque[Run] = deque()
         self._transport: asyncio.Transport | None = None
         self.stopping = False
+        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -104,7 +117,8 @@ class EchoClient(asyncio.Protocol):
         """
         Put the first C{depth} packets in flight.
         """
-        self._send(time.perf_counter(), self._depth)
+        if not self.closed:
+            self._send(time.perf_counter(), self._depth)
 
     def stop(self) -> None:
         """
@@ -115,7 +129,7 @@ class EchoClient(asyncio.Protocol):
             self._transport.abort()
 
     def _send(self, now: float, count: int) -> None:
-        self._sent.append([now, count])
+        self._sent.append(Run(now, count))
         self._transport.write(self._bursts[count])  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
@@ -161,14 +175,13 @@ class EchoClient(asyncio.Protocol):
         histogram = self._stats.histogram if self._stats.recording else None
         while replies:
             run = sent[0]
-            sent_at, count = run
-            taken = min(count, replies)
+            taken = min(run.count, replies)
             if histogram is not None:
-                histogram[latency_bucket(now - sent_at)] += taken
-            if taken == count:
+                histogram[latency_bucket(now - run.sent_at)] += taken
+            if taken == run.count:
                 sent.popleft()
             else:
-                run[1] = count - taken
+                run.count -= taken
             replies -= taken
 
     def _fail(self, reason: str) -> None:
@@ -176,6 +189,7 @@ class EchoClient(asyncio.Protocol):
         self.stop()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         if not self.stopping:
             self._stats.errors.append(f"connection lost: {exc}")
 
@@ -252,7 +266,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     Run the load and return the measurement.
     """
     stats = Stats()
-    clients = await connect_all(args, stats, encode_echo(args.size))
+    try:
+        clients = await connect_all(args, stats, encode_echo(args.size))
+    except OSError as e:
+        stats.errors.append(f"connect to {args.host}:{args.port} failed: {e}")
+        clients = []
     for client in clients:
         client.start()
     await wait_for_window(args)
@@ -304,12 +322,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
-        "--start-at", type=float, default=0.0,
+        "--start-at",
+        type=float,
+        default=0.0,
         help="time.time() at which to start measuring, at the earliest",
     )
     parser.add_argument("--server-pid", type=int, default=0)
-    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
-                        default="auto")
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args(argv)
     if args.connections < 1 or args.depth < 1:
         parser.error("--connections and --depth must be at least 1")

@@ -91,14 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.uvloop:
-        import uvloop
-
-        runner = uvloop.run
-    else:
-        runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(serve(args.host, args.port))
+        if args.uvloop:
+            import uvloop
+
+            uvloop.run(serve(args.host, args.port))
+        else:
+            asyncio.run(serve(args.host, args.port))
     return 0
 
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 
 
 class Echo(Protocol):
@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    factory = Factory.forProtocol(Echo)
+    factory = ServerFactory()
+    factory.protocol = Echo
     factory.noisy = False
-    reactor.listenTCP(args.port, factory, interface=args.host)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.listenTCP(args.port, factory, interface=args.host)
+    reactor.run()
     return 0
 
 

@@ -111,7 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     users = parser.add_argument_group("users and rooms")
     users.add_argument(
-        "--users", type=_positive_int, default=100, help="bots, one connection each"
+        "--users",
+        type=_positive_int,
+        default=100,
+        help="bots, one connection each (default 100)",
     )
     users.add_argument(
         "--rooms",

@@ -198,7 +198,7 @@ def plot(summary: Summary, path: Path) -> None:
     rows = [row for row in summary.timeline if row["p50_ms"] is not None]
     times = [row["t"] for row in rows]
     for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("max_ms", "max")):
-        over_time.plot(times, [row[key] for row in rows], label=label)
+        over_time.plot(times, [row[key] for row in rows], marker=".", label=label)
     over_time.set_yscale("log")
     over_time.set_xlabel("seconds since start")
     over_time.set_ylabel("latency (ms)")

@@ -343,6 +343,7 @@ class Worker:
         self._last_answer_ns = 0
         self._go_ns = 0
         self._window: dict[str, float] = {}
+        self._started = 0.0
         self._connect_slots = asyncio.Semaphore(
             max(1, config.connect_concurrency // config.procs)
         )
@@ -487,6 +488,7 @@ class Worker:
         Run this process's bots through every phase; return the result.
         """
         scenario = SCENARIO_BOTS[self.config.scenario]
+        self._started = self.loop.time()
         ticker = self.loop.create_task(self._tick())
         tasks = [
             self.loop.create_task(self._run_bot(scenario, bot)) for bot in self.bots
@@ -621,6 +623,7 @@ class Worker:
                 bot.tracker.close_all(check_tail=True)
             else:
                 bot.tracker.close_all(check_tail=False)
+        self._send_tick(self._started)
         links = [link for link in self._links if not link.closed.done()]
         await asyncio.gather(*(link.close() for link in links))
         drain_counts(counters.latency, self._latency)
@@ -658,34 +661,40 @@ class Worker:
         result.peak_in_room = max(result.peak_in_room, counters.in_room)
 
     async def _tick(self) -> None:
-        start = self.loop.time()
-        counters = self.counters
+        start = self._started
         while True:
             await asyncio.sleep(TICK - (self.loop.time() - start) % TICK)
-            self._sample_peaks()
-            interval = self._interval
-            interval.reset()
-            drain_counts(counters.latency, interval, self._latency)
-            if self.config.scenario == "login":
-                drain_counts(counters.login_latency, interval, self._login_latency)
-            self._send(
-                (
-                    "tick",
-                    Tick(
-                        worker=self.worker_id,
-                        elapsed=self.loop.time() - start,
-                        connected=counters.connected,
-                        logged_in=counters.logged_in,
-                        in_room=counters.in_room,
-                        sent=counters.sent,
-                        received=counters.received,
-                        logins=counters.logins,
-                        cycles=counters.cycles,
-                        errors=sum(counters.errors.values()) + counters.violation_count,
-                        histogram=encode(interval) if interval.total_count else None,
-                    ),
-                )
+            self._send_tick(start)
+
+    def _send_tick(self, start: float) -> None:
+        """
+        Tell the parent the gauges, the totals and this second's latencies.
+        """
+        counters = self.counters
+        self._sample_peaks()
+        interval = self._interval
+        interval.reset()
+        drain_counts(counters.latency, interval, self._latency)
+        if self.config.scenario == "login":
+            drain_counts(counters.login_latency, interval, self._login_latency)
+        self._send(
+            (
+                "tick",
+                Tick(
+                    worker=self.worker_id,
+                    elapsed=self.loop.time() - start,
+                    connected=counters.connected,
+                    logged_in=counters.logged_in,
+                    in_room=counters.in_room,
+                    sent=counters.sent,
+                    received=counters.received,
+                    logins=counters.logins,
+                    cycles=counters.cycles,
+                    errors=sum(counters.errors.values()) + counters.violation_count,
+                    histogram=encode(interval) if interval.total_count else None,
+                ),
             )
+        )
 
     def _send(self, message: tuple[str, Any]) -> None:
         if self.outbox is not None:
@@ -818,7 +827,8 @@ def run(
 
     timeline = TimelineBuilder(len(processes))
     start = time.monotonic()
-    next_row = start + TICK
+    # Half a tick after the workers' ticks (they start a little after us).
+    next_row = start + 1.5 * TICK
     go_at: float | None = None
     stop_at: float | None = None
     interrupted = False
@@ -891,6 +901,11 @@ def run(
             proc.inbox.close()
             proc.outbox.close()
 
+    if timeline.fresh:
+        # The last, partial second (the workers' final ticks).
+        row = timeline.row(time.monotonic() - start)
+        if progress is not None:
+            progress(row, "end")
     results = [proc.result for proc in processes if proc.result is not None]
     if not results and fatal is None:
         fatal = "no load process returned a result"

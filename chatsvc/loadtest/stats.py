@@ -13,8 +13,6 @@ writes out.
 
 from __future__ import annotations
 
-import base64
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
@@ -407,6 +405,10 @@ def _rate(count: float, seconds: float) -> float:
 class TimelineBuilder:
     """
     Adds up the per-second ticks of every process into one row a second.
+
+    Rates are each process's own: the change of its totals over the time
+    between its ticks, so that processes whose seconds are not aligned with
+    the parent's (or a last, partial second) still add up right.
     """
 
     def __init__(self, workers: int) -> None:
@@ -414,14 +416,16 @@ class TimelineBuilder:
         self.latest: dict[int, Tick] = {}
         self.pending: list[str] = []
         self.rows: list[dict[str, Any]] = []
-        self._last_totals = (0, 0)
-        self._start: float | None = None
+        #: whether ticks came since the last row
+        self.fresh = False
+        self._previous: dict[int, Tick] = {}
 
     def add(self, tick: Tick) -> None:
         """
         Take one process's tick.
         """
         self.latest[tick.worker] = tick
+        self.fresh = True
         if tick.histogram:
             self.pending.append(tick.histogram)
 
@@ -429,13 +433,24 @@ class TimelineBuilder:
         """
         Return (and keep) the row for the second that just ended.
         """
+        self.fresh = False
         ticks = list(self.latest.values())
-        sent = sum(t.sent for t in ticks)
-        received = sum(t.received for t in ticks)
-        last_sent, last_received = self._last_totals
-        last_elapsed = self.rows[-1]["t"] if self.rows else 0.0
-        seconds = max(elapsed - last_elapsed, 1e-9)
-        self._last_totals = (sent, received)
+        sent_per_s = received_per_s = 0.0
+        for tick in ticks:
+            before = self._previous.get(tick.worker)
+            if before is None:
+                seconds = tick.elapsed
+                sent, received = tick.sent, tick.received
+            else:
+                seconds = tick.elapsed - before.elapsed
+                sent, received = (
+                    tick.sent - before.sent,
+                    tick.received - before.received,
+                )
+            if seconds > 0:
+                sent_per_s += sent / seconds
+                received_per_s += received / seconds
+        self._previous = dict(self.latest)
         histogram = merge_histograms(self.pending)
         self.pending = []
         interval = latency_ms(histogram)
@@ -446,8 +461,8 @@ class TimelineBuilder:
             "in_room": sum(t.in_room for t in ticks),
             "logins": sum(t.logins for t in ticks),
             "cycles": sum(t.cycles for t in ticks),
-            "sent_per_s": round((sent - last_sent) / seconds, 1),
-            "received_per_s": round((received - last_received) / seconds, 1),
+            "sent_per_s": round(sent_per_s, 1),
+            "received_per_s": round(received_per_s, 1),
             "p50_ms": interval["p50"],
             "p99_ms": interval["p99"],
             "max_ms": interval["max"],
@@ -456,17 +471,3 @@ class TimelineBuilder:
         }
         self.rows.append(row)
         return row
-
-
-def is_number(value: object) -> bool:
-    """
-    Whether C{value} is a finite number (for tables).
-    """
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-def decode_b64(text: str) -> bytes:
-    """
-    Decode standard base64 (for tests and tools reading the JSON).
-    """
-    return base64.b64decode(text)
