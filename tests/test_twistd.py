@@ -228,6 +228,25 @@ class TwistdTests(SynchronousTestCase):
         self.assertTrue(any("starting the {stage} stage" in f for f in formats))
         self.assertTrue(any("listening on" in f for f in formats))
 
+    def test_chat_next_to_a_web_site(self) -> None:
+        """
+        The README's example: an application with its own web site adds the
+        chat server in one .tac file.
+        """
+        web = free_port()
+        twistd, port = self.run_stage(
+            ["-y", "tac/chat-and-web.tac"],
+            {
+                "CHATSVC_LISTEN": self.listen(),
+                "WEB_LISTEN": f"tcp:{web}:interface=127.0.0.1",
+            },
+        )
+        self.check_chat(port)
+        request = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        page = exchange(web, request, 10**6)
+        self.assertIn(b"200 OK", page)
+        self.assertIn(b"hello from the game's web site", page)
+
     def test_bad_option_exits_non_zero(self) -> None:
         result = subprocess.run(
             [*_twistd(), "-n", "--pidfile=", "chatsvc", "--rooms", "lots"],

@@ -156,6 +156,13 @@ class ManagedConnection(Protocol, TimeoutMixin):
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self.factory.connection_closed(self)
+        self.log.debug(
+            "Disconnected {peer} (session {session}): {reason}",
+            peer=self.peer,
+            session=self.session_id,
+            # The IOCP reactor may report a half-closed connection's end as None.
+            reason=reason.getErrorMessage() if reason is not None else "closed",
+        )
 
     def finish(self, linger: float | None = None) -> None:
         """

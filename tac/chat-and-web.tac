@@ -1,0 +1,22 @@
+# twistd -ny tac/chat-and-web.tac: an existing Twisted application (here a
+# twisted.web site on tcp:8080, or $WEB_LISTEN) with the chat server added
+# next to it (tcp:11021, or $CHATSVC_LISTEN).
+import os
+
+from twisted.application import service, strports
+from twisted.web import resource, server, static
+
+from chatsvc import ChatConfig, NetConfig, chat_service
+
+application = service.Application("my-game")
+chat_service(
+    os.environ.get("CHATSVC_LISTEN", "tcp:11021"),
+    NetConfig(max_connections=5000),
+    ChatConfig(rooms=100, room_capacity=8),
+).setServiceParent(application)
+root = resource.Resource()
+root.putChild(b"", static.Data(b"hello from the game's web site\n", "text/plain"))
+site = server.Site(root)
+strports.service(os.environ.get("WEB_LISTEN", "tcp:8080"), site).setServiceParent(
+    application
+)
