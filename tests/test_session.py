@@ -183,8 +183,9 @@ class SessionTests(SessionTestCase):
         session.dataReceived(b"\x07\x00\x01")
         with capturedLogs() as events:
             session.connectionLost(Failure(ConnectionError()))
-        self.assertEqual(len(events), 1)
-        self.assertIn("closed inside a packet", events[0]["reason"])
+        warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("closed inside a packet", warnings[0]["reason"])
 
     def test_packets_received_before_close_are_handled(self) -> None:
         """

@@ -102,7 +102,8 @@ class ReferenceClientTests(ChatTestCase):
         with capturedLogs() as events:
             bad.send(struct.pack("<HHB", 10, 201, 0) + b"short")
             await bad.lost
-        self.assertIn("LOGIN_REQUEST body of 5 bytes", events[-1]["reason"])
+        [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn("LOGIN_REQUEST body of 5 bytes", warning["reason"])
         self.assertEqual(await self.login(good, "good"), 0)
 
     async def test_disconnect_frees_the_id(self) -> None:
