@@ -234,7 +234,7 @@ class TwistdTests(SynchronousTestCase):
         chat server in one .tac file.
         """
         web = free_port()
-        twistd, port = self.run_stage(
+        _, port = self.run_stage(
             ["-y", "tac/chat-and-web.tac"],
             {
                 "CHATSVC_LISTEN": self.listen(),

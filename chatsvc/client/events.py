@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_client_events -*-
+# -*- test-case-name: tests.test_chat_packets,tests.test_client_cli -*-
 """
 What a client reads from the server, decoded at the offsets the reference
 client uses.

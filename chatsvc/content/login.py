@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_login -*-
+# -*- test-case-name: tests.test_chat,tests.integration.test_chat_tcp -*-
 """
 Login back ends: who may log in with which password.
 """

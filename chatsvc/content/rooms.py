@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_rooms -*-
+# -*- test-case-name: tests.test_chat -*-
 """
 Rooms: membership and ordered fan-out.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_chat_application -*-
+# -*- test-case-name: tests.test_applications,tests.integration.test_chat_tcp -*-
 """
 The applications the network layer runs: packet echo and chat.
 

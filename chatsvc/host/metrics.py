@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_metrics -*-
+# -*- test-case-name: tests.integration.test_operations -*-
 """
 Prometheus metrics and the health check (C{--metrics ENDPOINT}).
 

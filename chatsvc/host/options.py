@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_options -*-
+# -*- test-case-name: tests.test_services,tests.test_config -*-
 """
 Command-line options of the three stages (C{twistd chatsvc-echo --help}, ...).
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_redis_login -*-
+# -*- test-case-name: tests.test_services,tests.integration.test_chat_tcp -*-
 """
 Login against Redis (the tutorial's steps 9-10), through txredisapi.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_sendqueue -*-
+# -*- test-case-name: tests.test_session -*-
 """
 The per-connection send queue: the tutorial's "one send in flight", the
 Twisted way.
