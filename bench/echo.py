@@ -29,42 +29,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import functools
 import importlib.util
 import json
 import os
-import platform
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+import _common
 from loadgen import bucket_seconds
 
-BENCH = Path(__file__).resolve().parent
-LOADGEN = BENCH / "loadgen.py"
-PEERS = BENCH / "peers"
+LOADGEN = _common.BENCH / "loadgen.py"
 BASELINE = "twisted-echo"
 CANDIDATE = "chatsvc-sendqueue"
 TARGETS = {"pingpong": 0.9, "pipelined": 0.6}
 """The least chatsvc-sendqueue may reach, as a fraction of twisted-echo."""
 LAUNCH_ALLOWANCE = 0.3
 """Seconds the load processes get to start before their shared window opens."""
-SATURATED_LOAD_CPU = 85.0
-"""Load CPU % (of one core) above which the load generator may be the limit."""
-PR_SET_PDEATHSIG = 1
-
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 @dataclass(frozen=True)
@@ -143,19 +131,6 @@ class Row:
 # --- servers -----------------------------------------------------------------
 
 
-def twistd_path() -> Path:
-    """
-    Return the twistd script of this interpreter's environment.
-    """
-    beside = Path(sys.executable).parent / "twistd"
-    if beside.exists():
-        return beside
-    found = shutil.which("twistd")
-    if found is None:
-        raise SystemExit("twistd not found: install chatsvc in this environment")
-    return Path(found)
-
-
 def twistd_command(plugin: str) -> Callable[[int], list[str]]:
     """
     Return the command line of a chatsvc twistd plugin for a port.
@@ -164,7 +139,7 @@ def twistd_command(plugin: str) -> Callable[[int], list[str]]:
     def command(port: int) -> list[str]:
         return [
             sys.executable,
-            str(twistd_path()),
+            str(_common.twistd_path()),
             "-n",
             "--pidfile=",
             plugin,
@@ -181,7 +156,13 @@ def peer_command(script: str, *extra: str) -> Callable[[int], list[str]]:
     """
 
     def command(port: int) -> list[str]:
-        return [sys.executable, str(PEERS / script), "--port", str(port), *extra]
+        return [
+            sys.executable,
+            str(_common.PEERS / script),
+            "--port",
+            str(port),
+            *extra,
+        ]
 
     return command
 
@@ -235,78 +216,6 @@ def all_servers() -> tuple[list[Server], list[str]]:
 # --- processes ---------------------------------------------------------------
 
 
-def _child_setup(cores: frozenset[int] | None, nice: int) -> None:
-    """
-    In a new child: pin it to C{cores}, give it niceness C{nice}, and have it
-    killed if we die.
-    """
-    if cores:
-        os.sched_setaffinity(0, cores)
-    if nice:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-        # With autogroup scheduling a new session is a new group, and niceness
-        # only counts within a group: give the group the same niceness.
-        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
-            group.write(str(nice))
-    if _LIBC is not None:
-        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def spawn(
-    argv: list[str],
-    cores: frozenset[int] | None,
-    stdout: IO[bytes] | int,
-    nice: int = 0,
-) -> subprocess.Popen[bytes]:
-    """
-    Start a child in its own session (a Ctrl-C reaches only us; we stop it).
-    """
-    return subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        start_new_session=True,
-        preexec_fn=functools.partial(_child_setup, cores, nice),
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """
-    Terminate a child, kill it if it lingers, and reap it.
-    """
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for_port(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """
-    Return once C{port} accepts connections; fail if the server exits first.
-    """
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"server exited ({process.returncode}):\n{tail}")
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", port), timeout=0.5),
-        ):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not accept within 20 s; see {log}")
-
-
 @dataclass(frozen=True)
 class Live:
     """
@@ -330,15 +239,10 @@ def running(
     """
     Run C{server} on a free port until the block ends.
     """
-    port = free_port()
+    port = _common.free_port()
     log = log_dir / f"{server.name}.log"
-    with log.open("ab") as output:
-        process = spawn(server.command(port), cores, output, nice)
-        try:
-            wait_for_port(process, port, log)
-            yield Live(server, process.pid, port, log)
-        finally:
-            stop(process)
+    with _common.serving(server.command(port), port, cores, nice, log) as process:
+        yield Live(server, process.pid, port, log)
 
 
 # --- measuring ---------------------------------------------------------------
@@ -385,12 +289,12 @@ def run_load(
                 "--server-pid",
                 str(server_pid),
             ]
-            processes.append(spawn(argv, cores, subprocess.PIPE, args.nice))
+            processes.append(_common.spawn(argv, cores, args.nice, subprocess.PIPE))
         timeout = LAUNCH_ALLOWANCE + args.warmup + args.seconds + 30
         outputs = [process.communicate(timeout=timeout)[0] for process in processes]
     finally:
         for process in processes:
-            stop(process)
+            _common.stop(process)
     reports = []
     for process, output in zip(processes, outputs, strict=True):
         if not output.strip():
@@ -529,7 +433,7 @@ def summarize(samples: list[Sample]) -> list[Row]:
                 server_cpu_pct=_median(good, lambda s: s.server_cpu_pct),
                 other_cpu_pct=_median(good, lambda s: s.other_cpu_pct),
                 msgs_per_cpu_s=efficiency,
-                spread_pct=100 * (max(rates) - min(rates)) / rate if rates else 0.0,
+                spread_pct=_common.range_pct(rates),
                 ratio=rate / base_rate if base and good else None,
                 cpu_ratio=efficiency / base_efficiency if base and good else None,
                 failed=len(groups[(server, mode, size)]) - len(good),
@@ -554,7 +458,7 @@ def table(rows: list[Row], depth: int) -> str:
     ]
     for row in sorted(rows, key=lambda r: (r.mode != "pingpong", r.size)):
         load = f"{row.load_cpu_pct:.0f}"
-        if row.load_cpu_pct >= SATURATED_LOAD_CPU:
+        if row.load_cpu_pct >= _common.SATURATED_LOAD_CPU:
             load += " (!)"
         ratio = "-" if row.ratio is None else f"{row.ratio:.2f}"
         failed = f" ({row.failed} failed)" if row.failed else ""
@@ -625,8 +529,7 @@ def report(
         f" {args.warmup:g} s warm-up, median of {args.rounds} rounds;"
         f" load: {args.load_procs} process(es) on {', '.join(loops)}; {pinning};"
         f" server and load at niceness {args.nice}.",
-        f"Python {platform.python_version()}, {platform.machine()},"
-        f" {os.cpu_count()} cores.",
+        _common.machine_summary(),
         "",
         table(rows, args.depth),
         "",
@@ -647,26 +550,6 @@ def report(
 
 
 # --- command line ------------------------------------------------------------
-
-
-def choose_cores(pin: bool) -> tuple[frozenset[int] | None, frozenset[int] | None, str]:
-    """
-    Return the server's cores, the load's cores and a description.
-    """
-    if not pin or not hasattr(os, "sched_getaffinity"):
-        return None, None, "not pinned"
-    available = sorted(os.sched_getaffinity(0))
-    if len(available) < 2:
-        return None, None, "not pinned (one core)"
-    server, load = frozenset(available[:1]), frozenset(available[1:])
-    return (
-        server,
-        load,
-        (
-            f"server pinned to core {available[0]},"
-            f" load to core(s) {', '.join(map(str, available[1:]))}"
-        ),
-    )
 
 
 def csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
@@ -760,16 +643,9 @@ def select(servers: list[Server], names: list[str] | None) -> list[Server]:
     return [server for server in servers if server.name in names]
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # Ctrl-C raises KeyboardInterrupt even where SIGINT came in ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
-    signal.signal(signal.SIGHUP, _exit_on_signal)
+    _common.exit_on_signals(signal.SIGTERM, signal.SIGHUP)
     available, notes = all_servers()
     servers = select(available, args.servers)
     scenarios = [
@@ -777,15 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes
         for size in args.sizes
     ]
-    server_cores, load_cores, pinning = choose_cores(args.pin)
+    server_cores, load_cores, pinning = _common.choose_cores(args.pin)
     if load_cores:
         os.sched_setaffinity(0, load_cores)  # keep ourselves off the server's core
-    with contextlib.ExitStack() as stack:
-        if args.log_dir is None:
-            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        else:
-            log_dir = args.log_dir
-            log_dir.mkdir(parents=True, exist_ok=True)
+    with _common.log_directory(args.log_dir) as log_dir:
         samples = run_rounds(
             args, servers, scenarios, (server_cores, load_cores), log_dir
         )
@@ -808,8 +679,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: every server and load process was stopped", file=sys.stderr)
-        sys.exit(130)
+    _common.run_main(main)
