@@ -166,10 +166,16 @@ class PacketDecoder:
         if self._error is not None:
             raise self._error
         buffer = self._buffer
+        if isinstance(buffer, bytearray):
+            # Slicing a memoryview copies a body once, slicing a bytearray twice.
+            with memoryview(buffer) as view:
+                return self._read(view, limit, True)
+        return self._read(buffer, limit, False)
+
+    def _read(self, buffer: bytes | memoryview, limit: int, copy: bool) -> list[Packet]:
         offset = self._offset
         size = len(buffer)
         maximum = self.max_packet_size
-        in_array = isinstance(buffer, bytearray)
         packets: list[Packet] = []
         append = packets.append
         while len(packets) < limit and size - offset >= HEADER_SIZE:
@@ -185,9 +191,11 @@ class PacketDecoder:
             if end > size:
                 break
             body = buffer[offset + HEADER_SIZE : end]
-            if in_array:
-                body = bytes(body)
-            append(_new_tuple(Packet, (packet_id, packet_type, body)))
+            append(
+                _new_tuple(
+                    Packet, (packet_id, packet_type, bytes(body) if copy else body)
+                )
+            )
             offset = end
         self.decoded_bytes += offset - self._offset
         self._batch = (self._offset, offset)
@@ -200,7 +208,11 @@ class PacketDecoder:
         the next L{feed}).
         """
         start, end = self._batch
-        return bytes(self._buffer[start:end])
+        buffer = self._buffer
+        if isinstance(buffer, bytearray):
+            with memoryview(buffer) as view:
+                return bytes(view[start:end])
+        return buffer[start:end]
 
     def close(self) -> None:
         """
