@@ -114,6 +114,25 @@ class SessionTests(SessionTestCase):
             [encode_packet(1, b"a") + encode_packet(1, b"b") + encode_packet(1, b"c")],
         )
 
+    def test_end_of_turn_output(self) -> None:
+        """
+        What the application sends while the turn ends (a room's notifies)
+        goes out at once when it is the connection's only output of the turn,
+        and after what was queued before otherwise, in order, one write each.
+        """
+        quiet, quiet_transport = self.connect(1)
+        busy, busy_transport = self.connect(2)
+        writes: dict[int, list[bytes]] = {1: [], 2: []}
+        quiet_transport.write = writes[1].append  # type: ignore[method-assign]
+        busy_transport.write = writes[2].append  # type: ignore[method-assign]
+        self.factory.pump.add_turn_hook(
+            lambda: [s.send(b"notify") for s in (quiet, busy)]
+        )
+        busy.dataReceived(encode_packet(1, b"ping"))
+        self.turn()
+        self.assertEqual(writes[1], [b"notify"])
+        self.assertEqual(writes[2], [encode_packet(1, b"ping") + b"notify"])
+
     def test_batches_are_fair(self) -> None:
         """
         A client that sends many packets at once delays others by at most one

@@ -69,6 +69,7 @@ class SendQueue:
         "_scheduled",
         "_stats",
         "_transport",
+        "_written_turn",
         "closed",
         "limit",
         "paused",
@@ -90,6 +91,7 @@ class SendQueue:
         self._owner = owner
         self._chunks: list[bytes] = []
         self._scheduled = False
+        self._written_turn = -1
         self.limit = limit
         self.pending = 0
         self.paused = False
@@ -99,8 +101,23 @@ class SendQueue:
     def push(self, data: bytes) -> None:
         """
         Queue C{data} to be written at the end of this reactor turn.
+
+        Output pushed while the turn is ending (a room's notifies) to a queue
+        that holds nothing and wrote nothing yet this turn goes out at once:
+        it would be this turn's only write anyway.
         """
         if self.closed:
+            return
+        pump = self._pump
+        if (
+            pump.flushing
+            and not self._chunks
+            and not self.paused
+            and self._written_turn != pump.turn
+        ):
+            self._written_turn = pump.turn
+            self._stats.bytes_out += len(data)
+            self._write(data)
             return
         self._chunks.append(data)
         self.pending += len(data)
@@ -130,6 +147,10 @@ class SendQueue:
         chunks.clear()
         self.pending = 0
         self._stats.bytes_out += len(data)
+        self._written_turn = self._pump.turn
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         transport: Any = self._transport
         if (
             self._direct

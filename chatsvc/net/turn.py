@@ -46,6 +46,10 @@ class Flushable(Protocol):
 class Pump:
     """
     Schedules input processing and output flushing once per reactor turn.
+
+    @ivar turn: counts the turns run.
+    @ivar flushing: whether the end-of-turn hooks are running: nothing the
+        application queues after that point would wait for anything else.
     """
 
     def __init__(self, reactor: IReactorTime) -> None:
@@ -54,6 +58,8 @@ class Pump:
         self._dirty: list[Flushable] = []
         self._hooks: list[Callable[[], None]] = []
         self._call: IDelayedCall | None = None
+        self.turn = 0
+        self.flushing = False
 
     def add_turn_hook(self, hook: Callable[[], None]) -> None:
         """
@@ -89,13 +95,18 @@ class Pump:
 
     def _run(self) -> None:
         self._call = None
+        self.turn += 1
         ready = self._ready
         for _ in range(len(ready)):
             work = ready.popleft()
             if work.process_batch():
                 ready.append(work)
-        for hook in self._hooks:
-            hook()
+        self.flushing = True
+        try:
+            for hook in self._hooks:
+                hook()
+        finally:
+            self.flushing = False
         dirty = self._dirty
         self._dirty = []
         for output in dirty:
