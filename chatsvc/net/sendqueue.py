@@ -15,15 +15,16 @@ C{transport.write} only buffers and arms the socket for writing, and the
 reactor sends on its next pass and disarms it again; on epoll that is two
 C{epoll_ctl} system calls for every write, which costs more than the send
 itself. When nothing is waiting in the transport, the queue therefore sends
-at once with the transport's own C{writeSomeData} (one C{send}, the same call
-the reactor would make) and hands only what the socket did not take to
-C{transport.write}. The IOCP reactor has no such cost (every write is a
+at once on the transport's socket (one C{send}, the call the reactor would
+make) and hands only what the socket did not take, or the data of a send that
+failed, to C{transport.write}, which deals with it as it would have. The IOCP reactor has no such cost (every write is a
 C{WSASend} completing on the port), and its transports always get
 C{transport.write}.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet import tcp
@@ -63,10 +64,10 @@ class SendQueue:
 
     __slots__ = (
         "_chunks",
-        "_direct",
         "_owner",
         "_pump",
         "_scheduled",
+        "_send",
         "_stats",
         "_transport",
         "_written_turn",
@@ -85,7 +86,11 @@ class SendQueue:
         stats: NetStats,
     ) -> None:
         self._transport = transport
-        self._direct = isinstance(transport, tcp.Connection)
+        self._send: Callable[[bytes], int] | None = (
+            transport.getHandle().send
+            if isinstance(transport, tcp.Connection)
+            else None
+        )
         self._stats = stats
         self._pump = pump
         self._owner = owner
@@ -152,19 +157,22 @@ class SendQueue:
 
     def _write(self, data: bytes) -> None:
         transport: Any = self._transport
+        send = self._send
         if (
-            self._direct
+            send is not None
             and not transport._tempDataLen
             and not transport.dataBuffer
             and transport.connected
             and not transport.disconnecting
             and not transport.TLS
         ):
-            written = transport.writeSomeData(data)
-            if written.__class__ is int:
-                if written == len(data):
-                    return
-                data = data[written:]
+            try:
+                written = send(data)
+            except OSError:
+                written = 0  # would block, or broken: the transport finds out
+            if written == len(data):
+                return
+            data = data[written:]
         transport.write(data)
 
     def close(self) -> None:
