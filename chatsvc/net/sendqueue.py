@@ -17,9 +17,9 @@ C{epoll_ctl} system calls for every write, which costs more than the send
 itself. When nothing is waiting in the transport, the queue therefore sends
 at once on the transport's socket (one C{send}, the call the reactor would
 make) and hands only what the socket did not take, or the data of a send that
-failed, to C{transport.write}, which deals with it as it would have. The IOCP reactor has no such cost (every write is a
-C{WSASend} completing on the port), and its transports always get
-C{transport.write}.
+failed, to C{transport.write}, which deals with it as it would have. The
+IOCP reactor has no such cost (every write is a C{WSASend} completing on the
+port), and its transports always get C{transport.write}.
 """
 
 from __future__ import annotations
