@@ -237,7 +237,6 @@ class PacketClient(Protocol):
         self.raw = bytearray()
         self._waiting: deque[tuple[Callable[[], bool], Deferred[None]]] = deque()
         self.lost: Deferred[None] = Deferred()
-        self.lost_reason: Failure | None = None
 
     def connectionMade(self) -> None:
         self.local_port: int = self.transport.getHost().port  # type: ignore[union-attr]
@@ -250,7 +249,6 @@ class PacketClient(Protocol):
         self._check()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost_reason = reason
         self.lost.callback(None)
         self._check()
 

@@ -429,7 +429,6 @@ class Bot:
         #: how many more messages a closed-loop refill may send (None: no limit)
         self.budget: int | None = None
         self.violation: str | None = None
-        self.last_result: int | None = None
         self._counted_login = False
         self._counted_room = False
         self._now = 0
@@ -440,7 +439,6 @@ class Bot:
         self._login_sent = 0
         self._uids: dict[int, int | None] = {}
         self._echo_pad = b"\xa5" * (echo_size - MIN_ECHO_SIZE)
-        self._own_field = directory.field(index)
 
     def __repr__(self) -> str:
         return f"<Bot {self.index} {self.state.value}>"
@@ -754,7 +752,6 @@ class Bot:
             )
             return False
         expected.popleft()
-        self.last_result = result
         counters = self.counters
         if result:
             counters.result(packet_id, result)
