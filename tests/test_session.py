@@ -117,21 +117,24 @@ class SessionTests(SessionTestCase):
     def test_end_of_turn_output(self) -> None:
         """
         What the application sends while the turn ends (a room's notifies)
-        goes out at once when it is the connection's only output of the turn,
-        and after what was queued before otherwise, in order, one write each.
+        goes out at once, after what was queued before it, one write per
+        connection, in the order the application sends it.
         """
-        quiet, quiet_transport = self.connect(1)
-        busy, busy_transport = self.connect(2)
-        writes: dict[int, list[bytes]] = {1: [], 2: []}
-        quiet_transport.write = writes[1].append  # type: ignore[method-assign]
-        busy_transport.write = writes[2].append  # type: ignore[method-assign]
+        busy, busy_transport = self.connect(1)
+        quiet, quiet_transport = self.connect(2)
+        writes: list[tuple[int, bytes]] = []
+        for port, transport in ((1, busy_transport), (2, quiet_transport)):
+            transport.write = (  # type: ignore[method-assign]
+                lambda data, port=port: writes.append((port, data))
+            )
         self.factory.pump.add_turn_hook(
-            lambda: [s.send(b"notify") for s in (quiet, busy)]
+            lambda: [s.send(b"notify") for s in (busy, quiet)]
         )
         busy.dataReceived(encode_packet(1, b"ping"))
         self.turn()
-        self.assertEqual(writes[1], [b"notify"])
-        self.assertEqual(writes[2], [encode_packet(1, b"ping") + b"notify"])
+        self.assertEqual(
+            writes, [(1, encode_packet(1, b"ping") + b"notify"), (2, b"notify")]
+        )
 
     def test_batches_are_fair(self) -> None:
         """

@@ -108,19 +108,21 @@ class SendQueue:
         Queue C{data} to be written at the end of this reactor turn.
 
         Output pushed while the turn is ending (a room's notifies) to a queue
-        that holds nothing and wrote nothing yet this turn goes out at once:
-        it would be this turn's only write anyway.
+        that wrote nothing yet this turn goes out at once, after what the
+        queue holds: it is the connection's last output of the turn, and the
+        connections of a room are written in the room's order.
         """
         if self.closed:
             return
         pump = self._pump
-        if (
-            pump.flushing
-            and not self._chunks
-            and not self.paused
-            and self._written_turn != pump.turn
-        ):
+        if pump.flushing and not self.paused and self._written_turn != pump.turn:
             self._written_turn = pump.turn
+            chunks = self._chunks
+            if chunks:
+                chunks.append(data)
+                data = b"".join(chunks)
+                chunks.clear()
+                self.pending = 0
             self._stats.bytes_out += len(data)
             self._write(data)
             return
