@@ -38,11 +38,15 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 # --- processes ---------------------------------------------------------------
 
 
-def _child_setup(cores: frozenset[int] | None, nice: int) -> None:
+def _child_setup(
+    cores: frozenset[int] | None, nice: int, cgroup: Path | None = None
+) -> None:
     """
-    In a new child: pin it to C{cores}, give it niceness C{nice}, and have it
-    killed if we die.
+    In a new child: move it into C{cgroup}, pin it to C{cores}, give it
+    niceness C{nice}, and have it killed if we die.
     """
+    if cgroup is not None:
+        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
     if cores:
         os.sched_setaffinity(0, cores)
     if nice:
@@ -61,10 +65,12 @@ def spawn(
     nice: int,
     stdout: IO[bytes] | int,
     stderr: IO[bytes] | int | None = None,
+    cgroup: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """
     Start a child in its own session (a Ctrl-C reaches only us; we stop it),
-    pinned to C{cores} at niceness C{nice}. C{stderr} None: ours.
+    pinned to C{cores} at niceness C{nice}, in C{cgroup} if given (see
+    L{cpu_limit}). C{stderr} None: ours.
     """
     return subprocess.Popen(
         argv,
@@ -72,7 +78,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
-        preexec_fn=functools.partial(_child_setup, cores, nice),
+        preexec_fn=functools.partial(_child_setup, cores, nice, cgroup),
     )
 
 
@@ -126,18 +132,80 @@ def serving(
     stderr: int | None = None,
     start_timeout: float = 20.0,
     stop_timeout: float = 5.0,
+    cgroup: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """
     Run the server C{argv}, its output appended to C{log}, from the moment it
     accepts on C{port} until the block ends.
     """
     with log.open("ab") as output:
-        process = spawn(argv, cores, nice, output, stderr)
+        process = spawn(argv, cores, nice, output, stderr, cgroup)
         try:
             wait_for_port(process, port, log, start_timeout)
             yield process
         finally:
             stop(process, stop_timeout)
+
+
+CPU_PERIOD_US = 10_000
+"""The period of a CPU limit: a throttled process waits at most this long."""
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_v1_cpu() -> Path | None:
+    """
+    Where cgroup v1's cpu controller is mounted, if it is.
+    """
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            _, where, kind, options, *_ = line.split()
+            if kind == "cgroup" and "cpu" in options.split(","):
+                return Path(where)
+    return None
+
+
+@contextlib.contextmanager
+def cpu_limit(percent: float) -> Iterator[Path]:
+    """
+    Make a cgroup whose processes together get C{percent} % of one core
+    (CFS bandwidth control: cgroup v2's C{cpu.max}, or v1's C{cpu} controller,
+    with a period of L{CPU_PERIOD_US}), yield its directory for L{spawn}, and
+    remove it afterwards.
+
+    @raise OSError: the machine does not let us (not root, no cpu controller).
+    """
+    quota = round(CPU_PERIOD_US * percent / 100)
+    name = f"chatsvc-bench-{os.getpid()}"
+    if (_CGROUP_ROOT / "cgroup.controllers").exists():
+        controllers = (_CGROUP_ROOT / "cgroup.controllers").read_text().split()
+        if "cpu" not in controllers:
+            raise OSError("cgroup v2 without the cpu controller")
+        (_CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu")
+        group = _CGROUP_ROOT / name
+        settings = {"cpu.max": f"{quota} {CPU_PERIOD_US}"}
+    else:
+        mount = _cgroup_v1_cpu()
+        if mount is None:
+            raise OSError("no cgroup cpu controller is mounted")
+        group = mount / name
+        settings = {
+            "cpu.cfs_period_us": str(CPU_PERIOD_US),
+            "cpu.cfs_quota_us": str(quota),
+        }
+    group.mkdir()
+    try:
+        for key, value in settings.items():
+            (group / key).write_text(value)
+        yield group
+    finally:
+        # The kernel refuses while an exiting process is still counted.
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def twistd_path() -> Path:

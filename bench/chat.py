@@ -16,8 +16,11 @@ Load: ``chatsvc-bench`` (``python -m chatsvc.loadtest.cli``), one load
 process, JSON output. The servers are pinned to the first core this process
 may use, the load (and redis-server) to the others; both run at niceness
 ``--nice`` (-10 as root) so that other work on a shared machine takes less of
-their CPU. Servers alternate within each round (A B A B ...), and the table
-gives the median over rounds.
+their CPU. Where the load has a single core, the fan-out servers get half a
+core each (``--server-cpu``, a cgroup CPU quota): one load process checking
+every notify is no faster than a server sending them, and without the limit
+it, not the server, sets the pace. Servers alternate within each round (A B A
+B ...), and the table gives the median over rounds.
 
 1. **Fan-out**: rooms of K = 10 (200 users in 20 rooms) and K = 100 (100 users
    in one room); at a fixed offered load (``--rate`` per user) and at the
@@ -134,10 +137,16 @@ def server_command(
 
 
 def running(
-    argv: list[str], port: int, cores: frozenset[int] | None, nice: int, log: Path
+    argv: list[str],
+    port: int,
+    cores: frozenset[int] | None,
+    nice: int,
+    log: Path,
+    cgroup: Path | None = None,
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """
-    Run a server, its output and errors appended to C{log}, until the block ends.
+    Run a server, its output and errors appended to C{log}, until the block
+    ends; in C{cgroup} (a CPU limit) if given.
     """
     return _common.serving(
         argv,
@@ -148,6 +157,7 @@ def running(
         stderr=subprocess.STDOUT,
         start_timeout=START_TIMEOUT,
         stop_timeout=STOP_TIMEOUT,
+        cgroup=cgroup,
     )
 
 
@@ -238,7 +248,9 @@ def run_fanout(
         server, port, 300, args.chatsvc_arg if server == CHATSVC else []
     )
     log = log_dir / f"{server}.log"
-    with running(argv, port, cores.server, args.nice, log) as process:
+    with running(
+        argv, port, cores.server, args.nice, log, cores.fanout_cgroup
+    ) as process:
         for load in fanout_loads(args):
             options = [
                 "--users", str(load.users), "--rooms", str(load.rooms),
@@ -369,7 +381,12 @@ def profile_chatsvc(
     argv = server_command(CHATSVC, port, 300, args.chatsvc_arg)
     seconds = args.seconds + args.warmup
     with running(
-        argv, port, cores.server, args.nice, log_dir / "chatsvc-profile.log"
+        argv,
+        port,
+        cores.server,
+        args.nice,
+        log_dir / "chatsvc-profile.log",
+        cores.fanout_cgroup,
     ) as proc:
         spies = []
         for fmt, path in (("raw", raw), ("flamegraph", svg)):
@@ -611,8 +628,14 @@ def target_lines(samples: list[Sample]) -> list[str]:
 
 @dataclass(frozen=True)
 class Cores:
+    """
+    Where servers and load run; C{fanout_cgroup} limits the servers' CPU in
+    the fan-out test (see C{--server-cpu}).
+    """
+
     server: frozenset[int] | None
     load: frozenset[int] | None
+    fanout_cgroup: Path | None = None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -646,8 +669,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rate-k100",
         type=float,
-        default=20.0,
-        help="fixed load, K=100: messages/s per user (default 20)",
+        default=10.0,
+        help="fixed load, K=100: messages/s per user (default 10)",
     )
     parser.add_argument(
         "--window",
@@ -700,6 +723,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="niceness of servers and load (default -10 as root)",
     )
     parser.add_argument(
+        "--server-cpu",
+        type=float,
+        metavar="PCT",
+        help="fan-out test: limit each server to PCT %% of one core (cgroup CPU"
+        " quota, needs root), so that the server and not the load generator"
+        " is the bottleneck; 0: no limit (default 50 when the load has only"
+        " one core, else 0)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -718,7 +750,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.tests = {t for t in args.tests.split(",") if t}
     if not args.tests <= {"fanout", "capacity", "logins"}:
         parser.error("--tests: choose from fanout, capacity, logins")
+    if args.server_cpu is not None and args.server_cpu < 0:
+        parser.error("--server-cpu: a percentage of one core, or 0 for no limit")
     return args
+
+
+def limit_servers(
+    args: argparse.Namespace, cores: Cores, stack: contextlib.ExitStack
+) -> tuple[Cores, str]:
+    """
+    Apply C{--server-cpu} to the fan-out test; return the cores with the
+    limit's cgroup and a description of the limit.
+    """
+    percent = args.server_cpu
+    if percent is None:
+        percent = 50.0 if cores.load is not None and len(cores.load) == 1 else 0.0
+    if not percent or "fanout" not in args.tests:
+        return cores, "servers not CPU-limited"
+    try:
+        cgroup = stack.enter_context(_common.cpu_limit(percent))
+    except OSError as e:
+        say(f"cannot limit the servers' CPU ({e}): they run unlimited")
+        return cores, f"servers not CPU-limited ({e})"
+    limited = Cores(cores.server, cores.load, cgroup)
+    return limited, (
+        f"fan-out servers limited to {percent:g}% of one core (cgroup CPU quota,"
+        f" {_common.CPU_PERIOD_US // 1000} ms period)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -739,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
     profile: list[str] = []
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
+        cores, limit = limit_servers(args, cores, stack)
+        pinning += f"; {limit}"
         log_dir = stack.enter_context(_common.log_directory(args.log_dir))
         redis_url = None
         if "logins" in args.tests:

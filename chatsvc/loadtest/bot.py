@@ -53,7 +53,7 @@ from chatsvc.content.packets import (
 )
 from chatsvc.loadtest.batch import MIN_BATCH, NotifyBatch
 from chatsvc.loadtest.wire import (
-    MESSAGE_SIZE,
+    NOTIFY_BODY,
     NOTIFY_SIZE,
     chat_message,
 )
@@ -69,8 +69,8 @@ MIN_ECHO_SIZE: Final = HEADER_SIZE + ECHO_STAMP.size
 SIGNIFICANT_BITS: Final = 11
 _LENGTH_ID = struct.Struct("<HH")
 _BATCH_BYTES = MIN_BATCH * NOTIFY_SIZE
-_USER_FIELD_START = HEADER_SIZE
 _MESSAGE_START = HEADER_SIZE + USER_ID_FIELD
+_CHAT_NOTIFY = int(PacketId.ROOM_CHAT_NOTIFY)
 _HEX_BYTES = 48
 
 
@@ -573,6 +573,7 @@ class Bot:
         end = len(buffer)
         offset = 0
         unpack_from = _LENGTH_ID.unpack_from
+        unpack_notify = NOTIFY_BODY.unpack_from
         counters = self.counters
         recording = counters.recording
         latency = counters.latency
@@ -594,7 +595,7 @@ class Bot:
                 stop = offset + length
                 if stop > end:
                     break
-                if packet_id == PacketId.ROOM_CHAT_NOTIFY and length == NOTIFY_SIZE:
+                if packet_id == _CHAT_NOTIFY and length == NOTIFY_SIZE:
                     if (
                         batch is not None
                         and end - offset >= _BATCH_BYTES
@@ -606,25 +607,21 @@ class Bot:
                             continue
                         # Something unusual: the plain path, for this read.
                         batch = None
+                    user, sender, seq, visit, sent_ns, end_byte = unpack_notify(
+                        buffer, offset + HEADER_SIZE
+                    )
                     start = offset + _MESSAGE_START
                     try:
-                        if (
-                            buffer[start + MESSAGE_SIZE]
-                            or buffer[start + 8] != 58
-                            or buffer[start + 19] != 58
-                            or buffer[start + 30] != 58
-                        ):
+                        if end_byte or buffer[start + 8 : start + 31 : 11] != b":::":
                             raise ValueError
-                        sender = int(buffer[start : start + 8])
-                        seq = int(buffer[start + 9 : start + 19])
-                        visit = int(buffer[start + 20 : start + 30])
-                        sent_ns = int(buffer[start + 31 : start + 49])
+                        sender = int(sender)
+                        seq = int(seq)
+                        visit = int(visit)
+                        sent_ns = int(sent_ns)
                     except ValueError:
                         counters.foreign += 1
                     else:
-                        if buffer[offset + _USER_FIELD_START : start] != field_of(
-                            sender
-                        ):
+                        if user != field_of(sender):
                             self._violate(
                                 f"chat notify from bot {sender} under another user id",
                                 buffer[offset:stop],
@@ -845,7 +842,8 @@ class Bot:
         self.tracker.close_all(check_tail=False)
 
 
-_IN_ROOM_STATES: Final = frozenset({BotState.IN_ROOM, BotState.LEAVING})
+# A tuple: membership by identity, without hashing the enum in Python.
+_IN_ROOM_STATES: Final = (BotState.IN_ROOM, BotState.LEAVING)
 
 
 def _wire(packet: Packet) -> bytes:

@@ -7,6 +7,7 @@ known offset (and numpy finds them in a whole run of notifies at once).
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from chatsvc.content.packets import CHAT_MSG_FIELD, USER_ID_FIELD
@@ -18,6 +19,9 @@ MESSAGE_SIZE: Final = 49
 MAX_SENDER: Final = 10**8 - 1
 #: A ROOM_CHAT_NOTIFY is always this long.
 NOTIFY_SIZE: Final = HEADER_SIZE + USER_ID_FIELD + CHAT_MSG_FIELD
+#: A chat notify's body up to the end of a bot message: the user id field,
+#: the message's four numbers (skipping the colons) and the byte after it.
+NOTIFY_BODY: Final = struct.Struct(f"{USER_ID_FIELD}s8sx10sx10sx18sB")
 
 
 def chat_message(sender: int, seq: int, visit: int, sent_ns: int) -> bytes:
