@@ -38,15 +38,11 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 # --- processes ---------------------------------------------------------------
 
 
-def _child_setup(
-    cores: frozenset[int] | None, nice: int, cgroup: Path | None = None
-) -> None:
+def _child_setup(cores: frozenset[int] | None, nice: int) -> None:
     """
-    In a new child: move it into C{cgroup}, pin it to C{cores}, give it
-    niceness C{nice}, and have it killed if we die.
+    In a new child: pin it to C{cores}, give it niceness C{nice}, and have it
+    killed if we die.
     """
-    if cgroup is not None:
-        (cgroup / "cgroup.procs").write_text(str(os.getpid()))
     if cores:
         os.sched_setaffinity(0, cores)
     if nice:
@@ -65,12 +61,10 @@ def spawn(
     nice: int,
     stdout: IO[bytes] | int,
     stderr: IO[bytes] | int | None = None,
-    cgroup: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """
     Start a child in its own session (a Ctrl-C reaches only us; we stop it),
-    pinned to C{cores} at niceness C{nice}, in C{cgroup} if given (see
-    L{cpu_limit}). C{stderr} None: ours.
+    pinned to C{cores} at niceness C{nice}. C{stderr} None: ours.
     """
     return subprocess.Popen(
         argv,
@@ -78,7 +72,7 @@ def spawn(
         stdout=stdout,
         stderr=stderr,
         start_new_session=True,
-        preexec_fn=functools.partial(_child_setup, cores, nice, cgroup),
+        preexec_fn=functools.partial(_child_setup, cores, nice),
     )
 
 
@@ -132,14 +126,13 @@ def serving(
     stderr: int | None = None,
     start_timeout: float = 20.0,
     stop_timeout: float = 5.0,
-    cgroup: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """
     Run the server C{argv}, its output appended to C{log}, from the moment it
     accepts on C{port} until the block ends.
     """
     with log.open("ab") as output:
-        process = spawn(argv, cores, nice, output, stderr, cgroup)
+        process = spawn(argv, cores, nice, output, stderr)
         try:
             wait_for_port(process, port, log, start_timeout)
             yield process
@@ -153,51 +146,84 @@ CPU_PERIOD_US = 10_000
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _cgroup_v1_cpu() -> Path | None:
+class CpuLimit:
     """
-    Where cgroup v1's cpu controller is mounted, if it is.
+    A cgroup whose processes together get a share of one core (CFS bandwidth
+    control, period L{CPU_PERIOD_US}); made by L{cpu_limit}.
     """
+
+    def __init__(self, group: Path, home: Path, percent: float) -> None:
+        self.group = group
+        self.home = home
+        self.percent = percent
+
+    @contextlib.contextmanager
+    def applied(self, pid: int) -> Iterator[None]:
+        """
+        Hold process C{pid} (all its threads) to the limit until the block
+        ends, then give it back to the cgroup this script runs in.
+        """
+        (self.group / "cgroup.procs").write_text(str(pid))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                (self.home / "cgroup.procs").write_text(str(pid))
+
+
+def _cpu_hierarchy() -> tuple[Path, str]:
+    """
+    Return where the cgroup hierarchy with the cpu controller is mounted and
+    which cgroup of it this process is in.
+
+    @raise OSError: there is no cpu controller.
+    """
+    if (_CGROUP_ROOT / "cgroup.controllers").exists():
+        if "cpu" not in (_CGROUP_ROOT / "cgroup.controllers").read_text().split():
+            raise OSError("cgroup v2 without the cpu controller")
+        return _CGROUP_ROOT, "/"
+    mount = None
     with open("/proc/self/mounts", encoding="utf-8") as mounts:
         for line in mounts:
             _, where, kind, options, *_ = line.split()
             if kind == "cgroup" and "cpu" in options.split(","):
-                return Path(where)
-    return None
+                mount = Path(where)
+    if mount is None:
+        raise OSError("no cgroup cpu controller is mounted")
+    with open("/proc/self/cgroup", encoding="utf-8") as groups:
+        for line in groups:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if "cpu" in controllers.split(","):
+                return mount, path
+    return mount, "/"
 
 
 @contextlib.contextmanager
-def cpu_limit(percent: float) -> Iterator[Path]:
+def cpu_limit(percent: float) -> Iterator[CpuLimit]:
     """
     Make a cgroup whose processes together get C{percent} % of one core
-    (CFS bandwidth control: cgroup v2's C{cpu.max}, or v1's C{cpu} controller,
-    with a period of L{CPU_PERIOD_US}), yield its directory for L{spawn}, and
-    remove it afterwards.
+    (cgroup v2's C{cpu.max} or v1's C{cpu.cfs_quota_us}), yield it, and remove
+    it afterwards.
 
     @raise OSError: the machine does not let us (not root, no cpu controller).
     """
+    mount, own = _cpu_hierarchy()
+    home = mount / own.lstrip("/")
     quota = round(CPU_PERIOD_US * percent / 100)
-    name = f"chatsvc-bench-{os.getpid()}"
-    if (_CGROUP_ROOT / "cgroup.controllers").exists():
-        controllers = (_CGROUP_ROOT / "cgroup.controllers").read_text().split()
-        if "cpu" not in controllers:
-            raise OSError("cgroup v2 without the cpu controller")
-        (_CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu")
-        group = _CGROUP_ROOT / name
+    if mount == _CGROUP_ROOT:
+        (home / "cgroup.subtree_control").write_text("+cpu")
         settings = {"cpu.max": f"{quota} {CPU_PERIOD_US}"}
     else:
-        mount = _cgroup_v1_cpu()
-        if mount is None:
-            raise OSError("no cgroup cpu controller is mounted")
-        group = mount / name
         settings = {
             "cpu.cfs_period_us": str(CPU_PERIOD_US),
             "cpu.cfs_quota_us": str(quota),
         }
+    group = home / f"chatsvc-bench-{os.getpid()}"
     group.mkdir()
     try:
         for key, value in settings.items():
             (group / key).write_text(value)
-        yield group
+        yield CpuLimit(group, home, percent)
     finally:
         # The kernel refuses while an exiting process is still counted.
         for _ in range(50):
@@ -206,6 +232,27 @@ def cpu_limit(percent: float) -> Iterator[Path]:
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def sysctl_at_least(name: str, value: int) -> Iterator[str]:
+    """
+    Raise the kernel setting C{name} (e.g. C{net.core.netdev_max_backlog}) to
+    at least C{value} until the block ends, then restore it; yield what was
+    done, for the report.
+
+    @raise OSError: the machine does not let us (not root, read-only /proc).
+    """
+    path = Path("/proc/sys") / name.replace(".", "/")
+    before = int(path.read_text())
+    if before >= value:
+        yield f"{name} is {before}"
+        return
+    path.write_text(str(value))
+    try:
+        yield f"{name} raised from {before} to {value} for the run"
+    finally:
+        path.write_text(str(before))
 
 
 def twistd_path() -> Path:

@@ -16,11 +16,11 @@ Load: ``chatsvc-bench`` (``python -m chatsvc.loadtest.cli``), one load
 process, JSON output. The servers are pinned to the first core this process
 may use, the load (and redis-server) to the others; both run at niceness
 ``--nice`` (-10 as root) so that other work on a shared machine takes less of
-their CPU. Where the load has a single core, the fan-out servers get half a
-core each (``--server-cpu``, a cgroup CPU quota): one load process checking
-every notify is no faster than a server sending them, and without the limit
-it, not the server, sets the pace. Servers alternate within each round (A B A
-B ...), and the table gives the median over rounds.
+their CPU. Where the load has a single core, each server gets half a core
+under the maximum fan-out loads (``--server-cpu``, a cgroup CPU quota): one
+load process checking every notify is no faster than a server sending them,
+and without the limit it, not the server, sets the pace. Servers alternate
+within each round (A B A B ...), and the table gives the median over rounds.
 
 1. **Fan-out**: rooms of K = 10 (200 users in 20 rooms) and K = 100 (100 users
    in one room); at a fixed offered load (``--rate`` per user) and at the
@@ -67,6 +67,10 @@ TARGETS = {
     "rss_kib_per_connection": 10.0,
     "redis_logins_per_s": 3000.0,
 }
+NETDEV_BACKLOG = 16_384
+"""Packets the kernel may queue per core on their way through loopback: a
+login storm sends 10,000 at once, and the default 1,000 drops some, which
+costs the clients TCP retransmission timeouts of a second and more."""
 START_TIMEOUT = 30.0
 """Seconds a server (or redis-server) gets to accept on its port."""
 STOP_TIMEOUT = 10.0
@@ -137,16 +141,10 @@ def server_command(
 
 
 def running(
-    argv: list[str],
-    port: int,
-    cores: frozenset[int] | None,
-    nice: int,
-    log: Path,
-    cgroup: Path | None = None,
+    argv: list[str], port: int, cores: frozenset[int] | None, nice: int, log: Path
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """
-    Run a server, its output and errors appended to C{log}, until the block
-    ends; in C{cgroup} (a CPU limit) if given.
+    Run a server, its output and errors appended to C{log}, until the block ends.
     """
     return _common.serving(
         argv,
@@ -157,8 +155,18 @@ def running(
         stderr=subprocess.STDOUT,
         start_timeout=START_TIMEOUT,
         stop_timeout=STOP_TIMEOUT,
-        cgroup=cgroup,
     )
+
+
+def limited(
+    cores: Cores, load: Load, pid: int
+) -> contextlib.AbstractContextManager[None]:
+    """
+    Hold server C{pid} to the CPU limit while it runs a maximum C{load}.
+    """
+    if cores.limit is None or load.rate:
+        return contextlib.nullcontext()
+    return cores.limit.applied(pid)
 
 
 def rss_kib(pid: int) -> int:
@@ -248,16 +256,17 @@ def run_fanout(
         server, port, 300, args.chatsvc_arg if server == CHATSVC else []
     )
     log = log_dir / f"{server}.log"
-    with running(
-        argv, port, cores.server, args.nice, log, cores.fanout_cgroup
-    ) as process:
+    with running(argv, port, cores.server, args.nice, log) as process:
         for load in fanout_loads(args):
             options = [
                 "--users", str(load.users), "--rooms", str(load.rooms),
                 "--rate", f"{load.rate:g}", "--window", str(load.window),
                 "--duration", f"{args.seconds:g}", "--warmup", f"{args.warmup:g}",
             ]  # fmt: skip
-            data = bench_tool(args, "chat", port, process.pid, options, cores.load, log)
+            with limited(cores, load, process.pid):
+                data = bench_tool(
+                    args, "chat", port, process.pid, options, cores.load, log
+                )
             sample = fanout_sample(round_, server, load, data)
             say(describe(sample))
             samples.append(sample)
@@ -380,14 +389,12 @@ def profile_chatsvc(
     load = fanout_loads(args)[3]
     argv = server_command(CHATSVC, port, 300, args.chatsvc_arg)
     seconds = args.seconds + args.warmup
-    with running(
-        argv,
-        port,
-        cores.server,
-        args.nice,
-        log_dir / "chatsvc-profile.log",
-        cores.fanout_cgroup,
-    ) as proc:
+    with (
+        running(
+            argv, port, cores.server, args.nice, log_dir / "chatsvc-profile.log"
+        ) as proc,
+        limited(cores, load, proc.pid),
+    ):
         spies = []
         for fmt, path in (("raw", raw), ("flamegraph", svg)):
             spy_argv = [
@@ -629,13 +636,13 @@ def target_lines(samples: list[Sample]) -> list[str]:
 @dataclass(frozen=True)
 class Cores:
     """
-    Where servers and load run; C{fanout_cgroup} limits the servers' CPU in
-    the fan-out test (see C{--server-cpu}).
+    Where servers and load run; C{limit} holds the servers to a share of
+    their core under the maximum fan-out loads (C{--server-cpu}).
     """
 
     server: frozenset[int] | None
     load: frozenset[int] | None
-    fanout_cgroup: Path | None = None
+    limit: _common.CpuLimit | None = None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -726,10 +733,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--server-cpu",
         type=float,
         metavar="PCT",
-        help="fan-out test: limit each server to PCT %% of one core (cgroup CPU"
-        " quota, needs root), so that the server and not the load generator"
-        " is the bottleneck; 0: no limit (default 50 when the load has only"
-        " one core, else 0)",
+        help="maximum fan-out loads: limit each server to PCT %% of one core"
+        " (cgroup CPU quota, needs root), so that the server and not the load"
+        " generator is the bottleneck; 0: no limit (default 50 when the load"
+        " has only one core, else 0)",
     )
     parser.add_argument(
         "--profile",
@@ -759,8 +766,8 @@ def limit_servers(
     args: argparse.Namespace, cores: Cores, stack: contextlib.ExitStack
 ) -> tuple[Cores, str]:
     """
-    Apply C{--server-cpu} to the fan-out test; return the cores with the
-    limit's cgroup and a description of the limit.
+    Set up C{--server-cpu} for the fan-out test; return the cores with the
+    limit and a description of it.
     """
     percent = args.server_cpu
     if percent is None:
@@ -768,14 +775,14 @@ def limit_servers(
     if not percent or "fanout" not in args.tests:
         return cores, "servers not CPU-limited"
     try:
-        cgroup = stack.enter_context(_common.cpu_limit(percent))
+        limit = stack.enter_context(_common.cpu_limit(percent))
     except OSError as e:
         say(f"cannot limit the servers' CPU ({e}): they run unlimited")
         return cores, f"servers not CPU-limited ({e})"
-    limited = Cores(cores.server, cores.load, cgroup)
-    return limited, (
-        f"fan-out servers limited to {percent:g}% of one core (cgroup CPU quota,"
-        f" {_common.CPU_PERIOD_US // 1000} ms period)"
+    return Cores(cores.server, cores.load, limit), (
+        f"under the maximum fan-out loads each server is limited to {percent:g}%"
+        f" of one core (cgroup CPU quota, {_common.CPU_PERIOD_US // 1000} ms"
+        " period)"
     )
 
 
@@ -799,6 +806,14 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         cores, limit = limit_servers(args, cores, stack)
         pinning += f"; {limit}"
+        try:
+            backlog = stack.enter_context(
+                _common.sysctl_at_least("net.core.netdev_max_backlog", NETDEV_BACKLOG)
+            )
+        except OSError as e:
+            backlog = f"net.core.netdev_max_backlog left as it is ({e})"
+            say(f"{backlog}: a login storm may lose packets")
+        pinning += f"; {backlog}"
         log_dir = stack.enter_context(_common.log_directory(args.log_dir))
         redis_url = None
         if "logins" in args.tests:

@@ -47,6 +47,11 @@ from chatsvc.loadtest.bot import (
 )
 from chatsvc.loadtest.cli import build_parser, parse_args
 from chatsvc.loadtest.config import RunConfig, share_bots
+from chatsvc.loadtest.network import (
+    NetCounters,
+    parse_dropped,
+    parse_retransmitted,
+)
 from chatsvc.loadtest.redis_keys import set_passwords
 from chatsvc.loadtest.report import progress_line, summary_table
 from chatsvc.loadtest.stats import (
@@ -533,6 +538,46 @@ class StatsTests(SynchronousTestCase):
         table = summary_table(summary)
         self.assertIn("chat 63 ROOM_TOO_MANY_PACKET: 3", table)
         self.assertIn("FAIL", table)
+
+    def test_network_trouble_is_reported(self) -> None:
+        """
+        Packets the machine dropped during the run are in the summary, with
+        what to do about them; a clean run says so too.
+        """
+        arguments: dict[str, Any] = {
+            "scenario": "chat",
+            "target": "127.0.0.1:1",
+            "config": RunConfig("chat", procs=2).to_json(),
+            "environment": {},
+            "timeline": [],
+        }
+        before = NetCounters(dropped=10, retransmitted=100)
+        after = NetCounters(dropped=13, retransmitted=140)
+        summary = merge(self.results(), network=after.since(before), **arguments)
+        self.assertEqual(
+            summary.to_json()["network"],
+            {"packets_dropped": 3, "tcp_retransmitted": 40},
+        )
+        table = summary_table(summary)
+        self.assertIn("3 packets dropped, 40 TCP segments retransmitted", table)
+        self.assertIn("raise net.core.netdev_max_backlog", table)
+        clean = merge(self.results(), network=before.since(before), **arguments)
+        self.assertIn("0 packets dropped", summary_table(clean))
+        self.assertNotIn("netdev_max_backlog", summary_table(clean))
+        self.assertNotIn("network", summary_table(merge(self.results(), **arguments)))
+
+    def test_network_counters_from_proc(self) -> None:
+        softnet = (
+            "08512bae 00000000 00000008 00000000\n017d8297 0000024f 00000003 00000000\n"
+        )
+        self.assertEqual(parse_dropped(softnet), 0x24F)
+        snmp = (
+            "Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+            "Tcp: RtoAlgorithm RtoMin OutSegs RetransSegs InErrs\n"
+            "Tcp: 1 200 165035203 395937 3\n"
+        )
+        self.assertEqual(parse_retransmitted(snmp), 395937)
+        self.assertRaises(ValueError, parse_retransmitted, "Ip: 1\n")
 
     def test_timeline(self) -> None:
         builder = TimelineBuilder(2)

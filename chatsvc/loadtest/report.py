@@ -167,6 +167,19 @@ def summary_table(summary: Summary) -> str:
                 f" everything else {cpu['other_pct_of_one_core']:.0f}%"
             )
         rows.append(("CPU", text + " of one core, in the window"))
+    network = summary.network
+    if network:
+        text = (
+            f"{_n(network['packets_dropped'])} packets dropped,"
+            f" {_n(network['tcp_retransmitted'])} TCP segments retransmitted"
+            " (whole machine, whole run)"
+        )
+        if network["packets_dropped"]:
+            text += (
+                ": latencies include retransmission timeouts;"
+                " raise net.core.netdev_max_backlog"
+            )
+        rows.append(("network", text))
     rows.append(("fd limit", str(environment.get("fd_limit"))))
     failed = summary.failed_checks
     if summary.interrupted:

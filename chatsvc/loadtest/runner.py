@@ -34,6 +34,7 @@ from typing import Any, Final
 from chatsvc.loadtest.batch import NotifyBatch, available
 from chatsvc.loadtest.bot import Bot, BotState, Counters, Directory, SentLog
 from chatsvc.loadtest.config import RunConfig, share_bots
+from chatsvc.loadtest.network import read_counters
 from chatsvc.loadtest.scenarios import SCENARIO_BOTS, BotFailedError
 from chatsvc.loadtest.stats import (
     Summary,
@@ -827,6 +828,7 @@ def run(
 
     timeline = TimelineBuilder(len(processes))
     start = time.monotonic()
+    network_before = read_counters()
     # Half a tick after the workers' ticks (they start a little after us).
     next_row = start + 1.5 * TICK
     go_at: float | None = None
@@ -906,6 +908,7 @@ def run(
         row = timeline.row(time.monotonic() - start)
         if progress is not None:
             progress(row, "end")
+    network_after = read_counters()
     results = [proc.result for proc in processes if proc.result is not None]
     if not results and fatal is None:
         fatal = "no load process returned a result"
@@ -921,6 +924,11 @@ def run(
         timeline=timeline.rows,
         interrupted=interrupted,
         fatal=fatal,
+        network=(
+            network_after.since(network_before)
+            if network_before is not None and network_after is not None
+            else None
+        ),
     )
 
 

@@ -206,6 +206,9 @@ class Summary:
     histograms: dict[str, str]
     interrupted: bool = False
     fatal: str | None = None
+    #: packets the machine dropped and TCP segments it retransmitted during
+    #: the run (empty where unknown)
+    network: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed_checks(self) -> list[str]:
@@ -273,6 +276,7 @@ def merge(
     timeline: list[dict[str, Any]],
     interrupted: bool = False,
     fatal: str | None = None,
+    network: dict[str, int] | None = None,
 ) -> Summary:
     """
     Add up the results of every load process.
@@ -391,6 +395,7 @@ def merge(
         histograms={"latency": encode(latency), "login": encode(login_latency)},
         interrupted=interrupted,
         fatal=fatal,
+        network=network or {},
     )
 
 
