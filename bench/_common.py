@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -146,16 +147,16 @@ CPU_PERIOD_US = 10_000
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+@dataclass(frozen=True)
 class CpuLimit:
     """
     A cgroup whose processes together get a share of one core (CFS bandwidth
-    control, period L{CPU_PERIOD_US}); made by L{cpu_limit}.
+    control, period L{CPU_PERIOD_US}), and the cgroup this script runs in;
+    made by L{cpu_limit}.
     """
 
-    def __init__(self, group: Path, home: Path, percent: float) -> None:
-        self.group = group
-        self.home = home
-        self.percent = percent
+    group: Path
+    home: Path
 
     @contextlib.contextmanager
     def applied(self, pid: int) -> Iterator[None]:
@@ -223,7 +224,7 @@ def cpu_limit(percent: float) -> Iterator[CpuLimit]:
     try:
         for key, value in settings.items():
             (group / key).write_text(value)
-        yield CpuLimit(group, home, percent)
+        yield CpuLimit(group, home)
     finally:
         # The kernel refuses while an exiting process is still counted.
         for _ in range(50):
