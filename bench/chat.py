@@ -127,7 +127,8 @@ def server_command(
     if name == CHATSVC:
         argv = [
             sys.executable, str(_common.twistd_path()), "-n", "--pidfile=", "chatsvc",
-            "--listen", f"tcp:{port}:interface=127.0.0.1", "--chat-rate", "0",
+            "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+            "--chat-rate", "0",
             "--rooms", "100", "--room-capacity", "100",
             "--max-users", limit, "--max-connections", limit, *extra,
         ]  # fmt: skip

@@ -5,7 +5,8 @@ edu_cpp_IOCP tutorial.
 The stages, ready to attach to an existing Twisted application::
 
     from chatsvc import ChatConfig, NetConfig, chat_service
-    chat_service("tcp:11021", NetConfig(), ChatConfig()).setServiceParent(app)
+    chat = chat_service("tcp:11021:backlog=1024", NetConfig(), ChatConfig())
+    chat.setServiceParent(app)
 """
 
 from chatsvc._version import __version__

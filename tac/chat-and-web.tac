@@ -10,7 +10,7 @@ from chatsvc import ChatConfig, NetConfig, chat_service
 
 application = service.Application("my-game")
 chat_service(
-    os.environ.get("CHATSVC_LISTEN", "tcp:11021"),
+    os.environ.get("CHATSVC_LISTEN", "tcp:11021:backlog=1024"),
     NetConfig(max_connections=5000),
     ChatConfig(rooms=100, room_capacity=8),
 ).setServiceParent(application)

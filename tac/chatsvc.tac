@@ -8,6 +8,6 @@ from twisted.internet import reactor
 from chatsvc import ChatConfig, NetConfig, chat_service, exit_cleanly_on_signals
 
 application = service.Application("chatsvc")
-listen = os.environ.get("CHATSVC_LISTEN", "tcp:11021")
+listen = os.environ.get("CHATSVC_LISTEN", "tcp:11021:backlog=1024")
 chat_service(listen, NetConfig(), ChatConfig()).setServiceParent(application)
 exit_cleanly_on_signals(reactor)  # SIGTERM/SIGINT: graceful stop, exit status 0

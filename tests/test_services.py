@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -15,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.options import ChatOptions, EchoOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisURL
-from chatsvc.host.services import chat_service, echo_service
+from chatsvc.host.services import chat_service, echo_service, sendqueue_service
 from chatsvc.net.config import NetConfig
 from tests.support import reactor
 
@@ -79,10 +80,24 @@ class StartupTests(TestCase):
 
 
 class OptionsTests(SynchronousTestCase):
+    def test_default_endpoint_backlog(self) -> None:
+        """
+        By default a stage lets 1024 connections wait to be accepted, not
+        Twisted's 50: a burst of connects is not partly dropped.
+        """
+        options = SendQueueOptions()
+        options.parseOptions([])
+        memory = MemoryReactorClock()
+        sendqueue_service(options["listen"], options.net, memory).startService()
+        self.assertEqual(
+            [(port, backlog) for port, _, backlog, _ in memory.tcpServers],
+            [(11021, 1024)],
+        )
+
     def test_defaults(self) -> None:
         options = ChatOptions()
         options.parseOptions([])
-        self.assertEqual(options["listen"], "tcp:11021")
+        self.assertEqual(options["listen"], "tcp:11021:backlog=1024")
         self.assertEqual(options.net, NetConfig())
         self.assertEqual(options.chat.rooms, 10)
         self.assertEqual(options.chat.room_start, 0)

@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backlog",
         type=int,
-        default=50,
-        help="listen backlog (50, as Twisted's default)",
+        default=1024,
+        help="listen backlog (1024, as chatsvc's default endpoint)",
     )
     parser.add_argument(
         "--asyncio", action="store_true", help="plain asyncio instead of uvloop"

@@ -15,7 +15,7 @@ from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
 
-DEFAULT_LISTEN = "tcp:11021"
+DEFAULT_LISTEN = "tcp:11021:backlog=1024"
 _N = TypeVar("_N", int, float)
 
 
@@ -45,8 +45,10 @@ class NetOptions(ConfigFileOptions):
             "listen",
             "l",
             DEFAULT_LISTEN,
-            "Twisted server endpoint to listen on, e.g. tcp:11021:interface=127.0.0.1"
-            " or tcp6:11021:interface=\\:\\:1.",
+            "Twisted server endpoint to listen on, e.g."
+            " tcp:11021:interface=127.0.0.1:backlog=1024 or"
+            " tcp6:11021:interface=\\:\\:1 (backlog: connections waiting to be"
+            " accepted; Twisted's default is 50).",
         ],
         [
             "max-connections",
