@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.net.codec import Packet, encode_packet
 from chatsvc.net.config import NetConfig
+from chatsvc.net.sendqueue import push_to_all
 from chatsvc.net.session import Session, SessionFactory
 from tests.support import HalfCloseTransport
 
@@ -135,6 +136,30 @@ class SessionTests(SessionTestCase):
         self.assertEqual(
             writes, [(1, encode_packet(1, b"ping") + b"notify"), (2, b"notify")]
         )
+
+    def test_push_to_all(self) -> None:
+        """
+        L{push_to_all} is C{push} on every queue: at the end of a turn a
+        queue's pending output and the data leave in one write, an idle queue
+        writes the data at once, a paused one keeps it until it resumes and a
+        closed one drops it.
+        """
+        busy, idle, paused, closed = (self.connect(port)[0] for port in range(1, 5))
+        writes: dict[int, list[bytes]] = {port: [] for port in range(1, 5)}
+        for port, session in enumerate((busy, idle, paused, closed), 1):
+            session.transport.write = writes[port].append  # type: ignore[union-attr]
+        paused.queue.pauseProducing()
+        closed.queue.close()
+        queues = [s.queue for s in (busy, idle, paused, closed)]
+        self.factory.pump.add_turn_hook(lambda: push_to_all(queues, b"notify"))
+        busy.dataReceived(encode_packet(1, b"ping"))
+        self.turn()
+        self.assertEqual(
+            writes,
+            {1: [encode_packet(1, b"ping") + b"notify"], 2: [b"notify"], 3: [], 4: []},
+        )
+        paused.queue.resumeProducing()
+        self.assertEqual(writes[3], [b"notify"])
 
     def test_batches_are_fair(self) -> None:
         """

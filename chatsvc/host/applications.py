@@ -19,6 +19,7 @@ from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
 from chatsvc.content.packets import PacketId, parse_request
 from chatsvc.net.codec import Packet, ProtocolError, encode_packet
+from chatsvc.net.sendqueue import push_to_all
 from chatsvc.net.session import Session
 
 DEV_ECHO = PacketId.DEV_ECHO.value
@@ -143,8 +144,7 @@ class ChatApplication:
         to.queue.push(data)
 
     def broadcast(self, to: Iterable[Session], data: bytes) -> None:
-        for session in to:
-            session.queue.push(data)
+        push_to_all([session.queue for session in to], data)
 
     def check_login(self, client: Session, user_id: bytes, password: bytes) -> None:
         checking = ensureDeferred(self.login.check(user_id, password))
