@@ -109,8 +109,7 @@ class SendQueue:
 
         Output pushed while the turn is ending (a room's notifies) to a queue
         that wrote nothing yet this turn goes out at once, after what the
-        queue holds: it is the connection's last output of the turn, and the
-        connections of a room are written in the room's order.
+        queue holds: it is the connection's last output of the turn.
         """
         if self.closed:
             return
