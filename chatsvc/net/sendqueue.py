@@ -115,15 +115,8 @@ class SendQueue:
             return
         pump = self._pump
         if pump.flushing and not self.paused and self._written_turn != pump.turn:
-            self._written_turn = pump.turn
-            chunks = self._chunks
-            if chunks:
-                chunks.append(data)
-                data = b"".join(chunks)
-                chunks.clear()
-                self.pending = 0
-            self._stats.bytes_out += len(data)
-            _send_now((self,), data)
+            self._chunks.append(data)
+            self.drain()
             return
         self._chunks.append(data)
         self.pending += len(data)
