@@ -4,8 +4,9 @@ presence, rooms and one ordered stream per room (see the README's "Running a
 cluster").
 """
 
+from chatsvc.cluster.config import ClusterConfig, default_node_id
 from chatsvc.cluster.link import ClusterUnavailableError, RedisLink
-from chatsvc.cluster.node import ClusterConfig, ClusterNode, default_node_id
+from chatsvc.cluster.node import ClusterNode
 
 __all__ = [
     "ClusterConfig",
