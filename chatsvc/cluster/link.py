@@ -62,6 +62,10 @@ class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
     def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
         self.factory.link._message_received(channel, message)
 
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        super().dataReceived(data, unpause)
+        self.factory.link.on_messages_end()
+
 
 class _SubscriberFactory(_CommandFactory):
     protocol = _Subscriber
@@ -82,6 +86,7 @@ class RedisLink:
         (again) ready; its subscriptions are gone and must be renewed.
     @ivar on_message: called with the channel and the message of every
         message received on a subscribed channel.
+    @ivar on_messages_end: called after the messages of one read.
     """
 
     log = Logger()
@@ -102,6 +107,7 @@ class RedisLink:
         self.on_command_up: Callable[[], None] = lambda: None
         self.on_subscriber_up: Callable[[], None] = lambda: None
         self.on_message: Callable[[bytes, bytes], None] = lambda channel, data: None
+        self.on_messages_end: Callable[[], None] = lambda: None
         self._commands = self._factory(_CommandFactory, reconnect_delay)
         self._subscriber = self._factory(_SubscriberFactory, reconnect_delay)
         self._up: bool | None = None

@@ -220,6 +220,8 @@ class ClusterNode:
             )
         except BaseException:
             self.channels.release(channel)
+            # The entry may have happened before the answer was lost.
+            self._background(scripts.LEAVE, room, unique_id_field(member.unique_id))
             raise
         if entered != 1:
             self.channels.release(channel)
