@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from chatsvc.cluster.link import ClusterUnavailableError
 from chatsvc.cluster.node import ClusterNode
 from chatsvc.cluster.stream import ChatEvent, EnterEvent, Event, LeaveEvent, Member
-from chatsvc.content.packets import PacketId, leave_user_notify, new_user_notify
+from chatsvc.protocol import PacketId, leave_user_notify, new_user_notify
 
 H = TypeVar("H", bound=Hashable)
 H_contra = TypeVar("H_contra", bound=Hashable, contravariant=True)
@@ -42,29 +42,31 @@ Fanout = Callable[[Iterable[H], bytes], None]
 
 class Answers(Protocol[H_contra]):
     """
-    How the chat rules answer requests that the cluster decided.
+    How the chat rules take the answers the cluster decided (as
+    L{chatsvc.content.chat.ChatServer} does).
     """
 
-    def entered(self, handle: H_contra, room: int, present: list[Member]) -> None:
+    def entered(
+        self, handle: H_contra, room_number: int, present: Sequence[tuple[int, bytes]]
+    ) -> None:
         """
-        C{handle} is now a member of C{room}; C{present} were there before.
-        """
-
-    def entry_refused(self, handle: H_contra, room: int, full: bool) -> None:
-        """
-        C{handle} did not enter C{room}: it is full, or Redis is unreachable.
+        C{handle} is now a member of the room; C{present} were there before.
         """
 
-    def chats_answered(self, handles: Sequence[H_contra], published: bool) -> None:
+    def entry_refused(self, handle: H_contra, room_number: int, full: bool) -> None:
+        """
+        C{handle} did not enter: the room is full, or Redis is unreachable.
+        """
+
+    def chats_answered(self, handles: Iterable[H_contra], published: bool) -> None:
         """
         The chats of C{handles} (one per chat, in order) were published, or
         could not be.
         """
 
-    def sent(self, packet_id: PacketId, size: int, recipients: int) -> None:
-        """
-        Count notifies delivered to local members.
-        """
+
+#: Counts packets sent: packet id, size, recipients.
+Count = Callable[[PacketId, int, int], None]
 
 
 class ClusterRooms(Generic[H]):
@@ -76,13 +78,14 @@ class ClusterRooms(Generic[H]):
     log = Logger()
 
     def __init__(
-        self, node: ClusterNode, fanout: Fanout[H], answers: Answers[H], capacity: int
+        self, node: ClusterNode, fanout: Fanout[H], capacity: int, count: Count
     ) -> None:
         self.node = node
         self.capacity = capacity
         self.members: dict[int, dict[H, Member]] = {}
+        self.answers: Answers[H] | None = None
         self._fanout = fanout
-        self._answers = answers
+        self._count = count
         self._tokens = itertools.count(1)
         self._entering: dict[int, tuple[H, int, Member]] = {}
         self._chatting: dict[int, list[H]] = {}
@@ -90,11 +93,12 @@ class ClusterRooms(Generic[H]):
         self._incoming: dict[int, list[bytes]] = {}
         node.link.on_messages_end = self.deliver
 
-    def enter(self, room: int, handle: H, member: Member) -> None:
+    def enter(self, room: int, handle: H, unique_id: int, user_id: bytes) -> None:
         """
-        Ask the cluster to let C{member} into C{room}; the answer goes to
+        Ask the cluster to let C{handle} into C{room}; the answer goes to
         L{Answers.entered} or L{Answers.entry_refused}.
         """
+        member = Member(unique_id, user_id)
         token = next(self._tokens)
         self._entering[token] = (handle, room, member)
         entering = ensureDeferred(self.node.enter(room, member, self.capacity, token))
@@ -114,7 +118,7 @@ class ClusterRooms(Generic[H]):
                     error=result.getErrorMessage(),
                 )
         if pending is not None:
-            self._answers.entry_refused(pending[0], room, full=result is False)
+            self._answer().entry_refused(pending[0], room, full=result is False)
 
     def leave(self, room: int, handle: H, unique_id: int) -> None:
         """
@@ -148,7 +152,7 @@ class ClusterRooms(Generic[H]):
             outgoing[0].append(handle)
             outgoing[1].append(notify)
 
-    def publish(self) -> None:
+    def flush(self) -> None:
         """
         Publish this turn's chats, one message per room.
         """
@@ -171,14 +175,18 @@ class ClusterRooms(Generic[H]):
     def _chats_published(self, receivers: Any, token: int) -> None:
         handles = self._chatting.pop(token, None)
         if handles is not None:
-            self._answers.chats_answered(handles, True)
+            self._answer().chats_answered(handles, True)
 
     def _chats_failed(self, failure: Failure, token: int) -> None:
         handles = self._chatting.pop(token, None)
         if handles is not None:
-            self._answers.chats_answered(handles, False)
+            self._answer().chats_answered(handles, False)
         if not failure.check(ClusterUnavailableError):
             self.log.failure("Publishing a chat failed", failure)
+
+    def _answer(self) -> Answers[H]:
+        assert self.answers is not None, "ClusterRooms answers nobody"
+        return self.answers
 
     def room_event(self, room: int, event: Event) -> None:
         """
@@ -206,7 +214,7 @@ class ClusterRooms(Generic[H]):
         self._deliver_room(room)
         handle = pending[0]
         self.members.setdefault(room, {})[handle] = member
-        self._answers.entered(handle, room, event.present)
+        self._answer().entered(handle, room, event.present)
 
     def _queue(self, room: int, data: bytes) -> None:
         incoming = self._incoming.get(room)
@@ -234,7 +242,7 @@ class ClusterRooms(Generic[H]):
             return
         data = events[0] if len(events) == 1 else b"".join(events)
         self._fanout(members, data)
-        sent = self._answers.sent
+        sent = self._count
         for event in events:
             packet_id = PacketId(int.from_bytes(event[2:4], "little"))
             if packet_id == PacketId.ROOM_CHAT_NOTIFY:

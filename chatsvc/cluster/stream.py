@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 _ID = struct.Struct(">q")
 _TOKEN = struct.Struct(">Q")
@@ -31,8 +32,7 @@ class StreamError(ValueError):
     """
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
     """
     A room member as the cluster knows it.
     """

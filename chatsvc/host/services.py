@@ -20,6 +20,9 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 
 from chatsvc._version import __version__
+from chatsvc.cluster.chat import ClusterChat
+from chatsvc.cluster.config import ClusterConfig
+from chatsvc.cluster.metrics import register_cluster_metrics
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import LoginBackend, OpenLogin
 from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
@@ -35,7 +38,7 @@ from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
-from chatsvc.net.session import SessionFactory
+from chatsvc.net.session import SessionFactory, send_to_all
 
 log = Logger()
 
@@ -203,7 +206,8 @@ def sendqueue_service(
 
 class ChatService(StageService):
     """
-    The chat stage: sessions, the chat rules and a login back end.
+    The chat stage: sessions, the chat rules and a login back end; given a
+    cluster configuration, one node of a cluster.
     """
 
     def __init__(
@@ -216,11 +220,21 @@ class ChatService(StageService):
         host: HostConfig | None = None,
         *,
         disconnect_unknown: bool = False,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         reactor = reactor or default_reactor()
         self.login = login
+        self.cluster = (
+            None
+            if cluster is None
+            else ClusterChat(reactor, cluster, chat.room_capacity, send_to_all)
+        )
         self.application = ChatApplication(
-            chat, login, reactor.seconds, UnknownPackets(disconnect_unknown)
+            chat,
+            login,
+            reactor.seconds,
+            UnknownPackets(disconnect_unknown),
+            self.cluster,
         )
         factory = SessionFactory(self.application, config, reactor)
         server = self.application.server
@@ -230,18 +244,29 @@ class ChatService(StageService):
             lambda: dict(server.stats.packets_out),
             lambda: dict(server.stats.bytes_out),
         )
+        checks: list[HealthCheck] = []
+        if isinstance(login, RedisLogin):
+            checks.append(login.health)
+        if self.cluster is not None:
+            checks.append(self.cluster.node.link.health)
         super().__init__(
-            "chat",
-            endpoint,
-            factory,
-            host or HostConfig(),
-            reactor,
-            collector,
-            [login.health] if isinstance(login, RedisLogin) else [],
+            "chat", endpoint, factory, host or HostConfig(), reactor, collector, checks
         )
         if isinstance(login, RedisLogin):
             login.observe_latency = redis_latency(self.registry).observe
+        if self.cluster is not None:
+            register_cluster_metrics(self.registry, self.cluster.node)
         self.listener.listening.addCallback(self._warn_if_open)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.cluster is not None:
+            log.info(
+                "Node {node} of the cluster at {redis}",
+                node=self.cluster.node.config.node_id,
+                redis=self.cluster.node.config.url,
+            )
+            self.cluster.node.start()
 
     def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
         log.info("Logins checked by {login}", login=self.login.description)
@@ -259,6 +284,8 @@ class ChatService(StageService):
         return port
 
     async def release(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.node.stop()
         await self.login.close()
 
 
@@ -273,9 +300,11 @@ def chat_service(
     redis_key_prefix: bytes = b"",
     redis_timeout: float = 2.0,
     disconnect_unknown: bool = False,
+    cluster: ClusterConfig | None = None,
 ) -> ChatService:
     """
-    The chat stage, with open login or, given C{redis}, Redis login.
+    The chat stage, with open login or, given C{redis}, Redis login; given
+    C{cluster}, one node of that cluster.
     """
     reactor = reactor or default_reactor()
     login: LoginBackend = (
@@ -293,6 +322,7 @@ def chat_service(
         reactor,
         host,
         disconnect_unknown=disconnect_unknown,
+        cluster=cluster,
     )
 
 
@@ -365,6 +395,7 @@ def make_chat_service(options: ChatOptions) -> IService:
             redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
             redis_timeout=options["redis-timeout"],
             disconnect_unknown=options["disconnect-unknown"],
+            cluster=options.cluster,
         ),
         options,
     )
