@@ -84,6 +84,9 @@ class ClusterRooms(Generic[H]):
         self.capacity = capacity
         self.members: dict[int, dict[H, Member]] = {}
         self.answers: Answers[H] | None = None
+        #: Asks for a reactor turn of the chat server, whose end delivers
+        #: what arrived from Redis (L{flush}).
+        self.wake: Callable[[], None] = self.flush
         self._fanout = fanout
         self._count = count
         self._tokens = itertools.count(1)
@@ -91,7 +94,7 @@ class ClusterRooms(Generic[H]):
         self._chatting: dict[int, list[H]] = {}
         self._outgoing: dict[int, tuple[list[H], list[bytes]]] = {}
         self._incoming: dict[int, list[bytes]] = {}
-        node.link.on_messages_end = self.deliver
+        node.link.on_messages_end = self._arrived
 
     def enter(self, room: int, handle: H, unique_id: int, user_id: bytes) -> None:
         """
@@ -152,10 +155,16 @@ class ClusterRooms(Generic[H]):
             outgoing[0].append(handle)
             outgoing[1].append(notify)
 
+    def _arrived(self) -> None:
+        if self._incoming:
+            self.wake()
+
     def flush(self) -> None:
         """
-        Publish this turn's chats, one message per room.
+        The turn ends: deliver what arrived from Redis, and publish this
+        turn's chats, one message per room.
         """
+        self.deliver()
         outgoing, self._outgoing = self._outgoing, {}
         for room, (handles, notifies) in outgoing.items():
             token = next(self._tokens)
@@ -230,7 +239,7 @@ class ClusterRooms(Generic[H]):
 
     def deliver(self) -> None:
         """
-        Deliver what arrived from Redis (after each read).
+        Deliver what arrived from Redis.
         """
         incoming, self._incoming = self._incoming, {}
         for room, events in incoming.items():

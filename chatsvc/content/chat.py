@@ -140,7 +140,7 @@ class User:
     state, and once logged in its user ids and room.
     """
 
-    __slots__ = ("bucket", "room", "state", "unique_id", "user_id")
+    __slots__ = ("bucket", "held", "room", "state", "unique_id", "user_id")
 
     def __init__(self) -> None:
         self.state = State.NONE
@@ -148,10 +148,17 @@ class User:
         self.unique_id = 0
         self.room: Room[Any, User] | None = None
         self.bucket: TokenBucket | None = None
+        #: With shared rooms, the requests that arrived while the cluster
+        #: decided a login or an entry (applied in order once it did).
+        self.held: list[Request] | None = None
 
     def __repr__(self) -> str:
         return f"<User {self.user_id!r} {self.state.value}>"
 
+
+#: Requests held per user while the cluster decides its login or entry;
+#: past this many they are answered at once, as in the user's state then.
+MAX_HELD = 64
 
 #: The states of a logged-in user outside any room.
 _LOGGED_IN = (State.LOGIN, State.ENTERING)
@@ -223,6 +230,10 @@ class ChatServer(Generic[H]):
         client = self.clients.get(handle)
         if client is None:
             return
+        held = client.held
+        if held is not None and len(held) < MAX_HELD:
+            held.append(request)
+            return
         match request:
             case ChatRequest():
                 self._chat(handle, client, request)
@@ -254,6 +265,7 @@ class ChatServer(Generic[H]):
         else:
             self._log_out(client)
             self._reply(handle, PacketId.LOGIN_RESPONSE, refusal)
+        self._apply_held(handle, client)
 
     def entered(
         self, handle: H, room_number: int, present: Sequence[tuple[int, bytes]]
@@ -272,6 +284,7 @@ class ChatServer(Generic[H]):
         self._send(handle, PacketId.ROOM_ENTER_RESPONSE, _ENTER_OK)
         for packet in user_list_notifies(present, self.config.max_packet_size):
             self._send(handle, PacketId.ROOM_USER_LIST_NTF, packet)
+        self._apply_held(handle, client)
 
     def entry_refused(self, handle: H, room_number: int, full: bool) -> None:
         """
@@ -284,6 +297,17 @@ class ChatServer(Generic[H]):
         client.state = State.LOGIN
         result = Result.ENTER_ROOM_FULL_USER if full else Result.NEW_ROOM_FAIL_ENTER
         self._reply(handle, PacketId.ROOM_ENTER_RESPONSE, result)
+        self._apply_held(handle, client)
+
+    def _apply_held(self, handle: H, client: User) -> None:
+        held = client.held
+        client.held = None
+        for i, request in enumerate(held or ()):
+            self.handle(handle, request)
+            if client.held is not None:
+                # Waiting again: the rest waits too.
+                client.held[:0] = held[i + 1 :]
+                return
 
     def chats_answered(self, handles: Iterable[H], published: bool) -> None:
         """
@@ -339,6 +363,8 @@ class ChatServer(Generic[H]):
             self.users += 1
             client.state = State.LOGGING_IN
             client.user_id = user_id
+            if self.shared_rooms is not None:
+                client.held = []
             self._outbox.check_login(handle, user_id, request.password)
             return
         self._reply(handle, PacketId.LOGIN_RESPONSE, result)
@@ -353,6 +379,7 @@ class ChatServer(Generic[H]):
             result = Result.ROOM_INVALID_INDEX
         elif self.shared_rooms is not None:
             client.state = State.ENTERING
+            client.held = []
             self.shared_rooms.enter(
                 room.number, handle, client.unique_id, client.user_id
             )

@@ -237,6 +237,8 @@ class ChatService(StageService):
             self.cluster,
         )
         factory = SessionFactory(self.application, config, reactor)
+        if self.cluster is not None:
+            self.cluster.rooms.wake = factory.pump.run_soon
         server = self.application.server
         collector = StageCollector(
             factory,

@@ -86,6 +86,14 @@ class Pump:
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)
 
+    def run_soon(self) -> None:
+        """
+        Run a turn soon even if no connection has work: for output that comes
+        from elsewhere (a cluster's Redis), so it leaves as a turn's output.
+        """
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._run)
+
     def run_now(self) -> None:
         """
         Run the pending turn at once (for tests).
