@@ -3,9 +3,11 @@
 The chat rules (the tutorial's ChatServer_01 to _03), as plain Python.
 
 L{ChatServer} is told of connections, requests and login results, and acts
-only through its L{Outbox}: it never touches a socket, a clock or a reactor,
-so every rule is testable by calling it. Connections are opaque hashable
-handles chosen by the caller (the Twisted shell passes its sessions).
+only through what it is given: its L{Outbox} (output to connections, login
+checks), its L{RoomStream} (every event of a room) and a clock. It never
+touches a socket or a reactor, so every rule is testable by calling it.
+Connections are opaque hashable handles chosen by the caller (the Twisted
+shell passes its sessions).
 
 Each connection moves through NONE -> LOGIN -> ROOM; a login in progress
 (LOGGING_IN, while the back end checks the password) already holds its user id
@@ -137,7 +139,7 @@ class State(Enum):
 class User:
     """
     One connection as the chat rules see it (the tutorial's C{User}): its
-    state, and once logged in its user ids and room.
+    state and, once logged in, its user id, unique id and room.
     """
 
     __slots__ = ("bucket", "held", "room", "state", "unique_id", "user_id")
