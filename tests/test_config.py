@@ -42,6 +42,7 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertEqual(from_file.net, defaults.net)
         self.assertEqual(from_file.chat, defaults.chat)
         commented = {"redis", "metrics", "log-file", "cluster", "node-id"}
+        commented |= {"listen-fd", "workers"}
         documented = set(from_file.config_values) | commented
         self.assertEqual(documented, set(defaults.opts) - {"config"})
 
