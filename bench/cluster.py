@@ -189,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", type=Path, help="keep the logs here")
     args = parser.parse_args(argv)
     _common.exit_on_signals()
+    # twistd finds the chatsvc plugin in this checkout's twisted/plugins.
+    root = str(_common.BENCH.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [root, os.environ.get("PYTHONPATH")])
+    )
     results = []
     with _common.log_directory(args.logs) as log_dir:
         for k in USERS:
