@@ -100,6 +100,7 @@ class NodeDeathTests(SynchronousTestCase):
         )
         self.addCleanup(twistd.stop)
         match = twistd.wait_for(r"listening on 127\.0\.0\.1:(\d+)")
+        twistd.wait_for(r"cluster Redis at .* is up")
         return twistd, int(match.group(1))
 
     def client(self, port: int, user: str) -> Client:

@@ -87,7 +87,7 @@ class ClusterNode:
         self.channels = Channels(self.link)
         self.heartbeats = 0
         self.swept: list[str] = []
-        self._reactor = reactor
+        self.clock = reactor
         self._prefix = config.prefix.encode()
         self._rooms_by_channel: dict[bytes, int] = {}
         self._ids: deque[int] = deque()
@@ -105,9 +105,12 @@ class ClusterNode:
 
     def start(self) -> None:
         """
-        Start the heartbeat (three beats per node timeout).
+        Start the heartbeat: four beats per node timeout, each keeping the
+        heartbeat key for three quarters of it, so a node that stops is swept
+        within the node timeout, and one must miss two beats to be declared
+        dead.
         """
-        self._beat.start(self.config.node_timeout / 3, now=True)
+        self._beat.start(self.config.node_timeout / 4, now=True)
 
     def _args(self, *args: Any) -> tuple[Any, ...]:
         return (self._prefix, self.node, *args)
@@ -288,7 +291,7 @@ class ClusterNode:
         self._in_flight.discard(beating)
 
     async def _beat_once(self) -> None:
-        timeout_ms = int(self.config.node_timeout * 1000)
+        timeout_ms = int(self.config.node_timeout * 750)
         if not self._registered:
             await self.link.run(scripts.RESET, *self._args("start", timeout_ms))
             self._registered = True

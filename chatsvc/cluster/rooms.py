@@ -23,6 +23,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -90,7 +91,10 @@ class ClusterRooms(Generic[H]):
         self._fanout = fanout
         self._count = count
         self._tokens = itertools.count(1)
-        self._entering: dict[int, tuple[H, int, Member]] = {}
+        #: Entries waiting for their enter event: handle (None once it is
+        #: gone), room, member.
+        self._entering: dict[int, tuple[H | None, int, Member]] = {}
+        self._timers: dict[int, IDelayedCall] = {}
         self._chatting: dict[int, list[H]] = {}
         self._outgoing: dict[int, tuple[list[H], list[bytes]]] = {}
         self._incoming: dict[int, list[bytes]] = {}
@@ -109,6 +113,11 @@ class ClusterRooms(Generic[H]):
 
     def _enter_answered(self, result: Any, token: int, room: int) -> None:
         if result is True:
+            # The enter event answers; if the stream lost it, give up on it.
+            if token in self._entering:
+                self._timers[token] = self.node.clock.callLater(
+                    self.node.link.timeout, self._enter_event_missing, token, room
+                )
             return
         pending = self._entering.pop(token, None)
         if isinstance(result, Failure):
@@ -120,8 +129,30 @@ class ClusterRooms(Generic[H]):
                     room=room,
                     error=result.getErrorMessage(),
                 )
-        if pending is not None:
+        if pending is not None and pending[0] is not None:
             self._answer().entry_refused(pending[0], room, full=result is False)
+
+    def close(self) -> None:
+        """
+        Stop waiting for enter events (the node is stopping).
+        """
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _enter_event_missing(self, token: int, room: int) -> None:
+        del self._timers[token]
+        pending = self._entering.pop(token, None)
+        if pending is None:
+            return
+        handle, _, member = pending
+        self.log.warn(
+            "The enter event of room {room} did not arrive; the entry is undone",
+            room=room,
+        )
+        self.node.leave(room, member.unique_id)
+        if handle is not None:
+            self._answer().entry_refused(handle, room, full=False)
 
     def leave(self, room: int, handle: H, unique_id: int) -> None:
         """
@@ -137,12 +168,12 @@ class ClusterRooms(Generic[H]):
 
     def cancel(self, handle: H) -> None:
         """
-        C{handle} is gone: forget its entries in progress (an entry that
-        happens anyway is undone when its enter event arrives).
+        C{handle} is gone: its entry in progress is undone when its enter
+        event arrives.
         """
-        for token, (waiting, _, _) in list(self._entering.items()):
+        for token, (waiting, room, member) in list(self._entering.items()):
             if waiting == handle:
-                del self._entering[token]
+                self._entering[token] = (None, room, member)
 
     def chat(self, room: int, handle: H, notify: bytes) -> None:
         """
@@ -217,11 +248,15 @@ class ClusterRooms(Generic[H]):
             return
         pending = self._entering.pop(event.token, None)
         if pending is None:
-            # Its user left, or the entry was reported failed: undo it.
+            return
+        timer = self._timers.pop(event.token, None)
+        if timer is not None:
+            timer.cancel()
+        handle = pending[0]
+        if handle is None:
             self.node.leave(room, member.unique_id)
             return
         self._deliver_room(room)
-        handle = pending[0]
         self.members.setdefault(room, {})[handle] = member
         self._answer().entered(handle, room, event.present)
 

@@ -316,6 +316,7 @@ class ChatService(StageService):
 
     async def release(self) -> None:
         if self.cluster is not None:
+            self.cluster.rooms.close()
             await self.cluster.node.stop()
         await self.login.close()
 

@@ -84,6 +84,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _addresses(text: str) -> tuple[str, ...]:
+    addresses = tuple(a.strip() for a in text.split(",") if a.strip())
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise argparse.ArgumentTypeError(f"{address} is not HOST:PORT")
+        _port(port)
+    return addresses
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
@@ -108,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target.add_argument(
         "--port", type=_port, default=11021, help="server port (default 11021)"
+    )
+    target.add_argument(
+        "--connect",
+        type=_addresses,
+        default=(),
+        metavar="HOST:PORT,...",
+        help="several servers (the nodes of a cluster) instead of --host and"
+        " --port: each room's bots are spread over them in turn",
     )
     users = parser.add_argument_group("users and rooms")
     users.add_argument(
@@ -319,6 +337,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
         scenario=args.scenario,
         host=args.host,
         port=args.port,
+        connect=args.connect,
         users=args.users,
         rooms=args.rooms,
         room_start=args.room_start,
@@ -390,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         _say(f"open-file limit {limit.describe()}")
     try:
-        preflight(config.host, config.port, config.timeout)
+        for host, port in {config.address(i) for i in range(config.users)}:
+            preflight(host, port, config.timeout)
     except UnreachableError as e:
         _say(str(e))
         return EXIT_USAGE

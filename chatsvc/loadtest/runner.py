@@ -415,7 +415,7 @@ class Worker:
             try:
                 _, link = await asyncio.wait_for(
                     self.loop.create_connection(
-                        lambda: Link(bot, self), config.host, config.port
+                        lambda: Link(bot, self), *config.address(bot.index)
                     ),
                     config.timeout,
                 )
