@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
-from chatsvc.cluster.config import ClusterConfig, default_node_id
+from chatsvc.cluster.config import ClusterConfig, default_node_id, parse_shards
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.config import ConfigFileOptions
 from chatsvc.host.logs import LogSettings, parse_levels, use_with_twistd
@@ -162,9 +162,13 @@ class NetOptions(ConfigFileOptions):
         Every option's value, secrets masked, for the start-up log.
         """
         values = {key: value for key, value in self.opts.items() if value is not None}
-        for key in ("redis", "cluster"):
-            if values.get(key):
-                values[key] = str(RedisURL.parse(str(values[key])))
+        if values.get("redis"):
+            values["redis"] = str(RedisURL.parse(str(values["redis"])))
+        if values.get("cluster"):
+            values["cluster"] = ",".join(
+                str(RedisURL.parse(url.strip()))
+                for url in str(values["cluster"]).split(",")
+            )
         return values
 
     def log_settings(self) -> LogSettings:
@@ -254,8 +258,9 @@ class ChatOptions(SendQueueOptions):
             None,
             None,
             "Serve one chat with the other nodes that use this Redis URL"
-            " (redis://[user:password@]host:port/db); without it this server is"
-            " the whole chat.",
+            " (redis://[user:password@]host:port/db), or these Redis shards"
+            " (URLs separated by commas, the same list on every node); without"
+            " it this server is the whole chat.",
         ],
         ["node-id", None, None, "This node's name in the cluster (default host-pid)."],
         [
@@ -296,7 +301,7 @@ class ChatOptions(SendQueueOptions):
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
             self.cluster = (
                 ClusterConfig(
-                    RedisURL.parse(self["cluster"]),
+                    parse_shards(self["cluster"]),
                     self["node-id"] or default_node_id(),
                     node_timeout=self["node-timeout"],
                     prefix=self["cluster-key-prefix"],

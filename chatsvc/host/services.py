@@ -295,7 +295,7 @@ class ChatService(StageService):
             log.info(
                 "Node {node} of the cluster at {redis}",
                 node=self.cluster.node.config.node_id,
-                redis=self.cluster.node.config.url,
+                redis=self.cluster.node.link.description,
             )
             self.cluster.node.start()
 
@@ -442,7 +442,19 @@ def make_chat_service(options: ChatOptions) -> IService:
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if supervisor is not None and options["listen-fd"] is not None:
         _as_worker(service, int(supervisor))
+    if service.cluster is not None:
+        service.cluster.node.on_refused = _stop_refused
     return _twistd_service(service, options)
+
+
+def _stop_refused(reason: str) -> None:
+    """
+    Stop a node the cluster did not let join, with exit status 1.
+    """
+    exit_status_at_exit(1)
+    reactor = cast(IReactorCore, default_reactor())
+    if reactor.running:
+        reactor.stop()
 
 
 def _as_worker(service: ChatService, supervisor: int) -> None:
