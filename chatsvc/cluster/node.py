@@ -362,13 +362,13 @@ class ClusterNode:
         state, *swept = reply if isinstance(reply, list) else [reply]
         for node in swept:
             name = node.decode("utf-8", "replace")
-            if name not in self.swept:
-                self.swept.append(name)
-                self.log.warn(
-                    "Node {node} stopped answering: its users left their rooms and"
-                    " were logged out",
-                    node=name,
-                )
+            self.swept.append(name)
+            self.log.warn(
+                "Node {node} stopped answering: its users left their rooms and"
+                " were logged out{where}",
+                node=name,
+                where="" if len(self.link.shards) == 1 else f" on {shard.description}",
+            )
         if state == -1:
             self.log.error(
                 "The cluster declared this node ({node}) dead; disconnecting its"

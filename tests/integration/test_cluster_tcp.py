@@ -6,6 +6,7 @@ clients spread over them.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -13,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs
 
 from chatsvc.cluster.config import ClusterConfig
+from chatsvc.cluster.link import shard_of
 from chatsvc.cluster.node import ClusterNode
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.redis_login import RedisURL
@@ -31,7 +33,13 @@ from chatsvc.protocol import (
     login_request,
 )
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
-from tests.support import PacketClient, RedisServer, reactor, start_redis
+from tests.support import (
+    ExternalRedis,
+    PacketClient,
+    RedisServer,
+    reactor,
+    start_redis,
+)
 
 LOGIN = PacketId.LOGIN_RESPONSE
 ENTER = PacketId.ROOM_ENTER_RESPONSE
@@ -44,12 +52,16 @@ async def pause(seconds: float) -> None:
 
 class ClusterTestCase(IntegrationTestCase):
     """
-    Starts nodes of one cluster on a Redis of the test's own.
+    Starts nodes of one cluster on a Redis of the test's own, or on
+    C{shards} of them.
     """
+
+    shards = 1
 
     def setUp(self) -> None:
         super().setUp()
-        self.redis = start_redis(self)
+        self.redises = [start_redis(self, shard) for shard in range(self.shards)]
+        self.redis = self.redises[0]
         self.ports: list[int] = []
         self.services: list[ChatService] = []
 
@@ -63,7 +75,7 @@ class ClusterTestCase(IntegrationTestCase):
                 chat or ChatConfig(chat_rate=0),
                 reactor=reactor,
                 cluster=ClusterConfig(
-                    RedisURL.parse(self.redis.url),
+                    self.cluster_url(),
                     f"node-{len(self.ports) + 1}",
                     node_timeout=node_timeout,
                 ),
@@ -73,6 +85,26 @@ class ClusterTestCase(IntegrationTestCase):
         for node in self.nodes():
             await self.until(lambda n=node: n._registered)
         return self.ports
+
+    def cluster_url(self) -> RedisURL | tuple[RedisURL, ...]:
+        urls = tuple(RedisURL.parse(redis.url) for redis in self.redises)
+        return urls[0] if len(urls) == 1 else urls
+
+    def shard(self, key: bytes) -> RedisServer | ExternalRedis:
+        """
+        The Redis holding C{key} (a room number or a user id).
+        """
+        return self.redises[shard_of(key, len(self.redises))]
+
+    def command_counts(self) -> Counter[str]:
+        """
+        The commands every Redis server of the cluster ran so far.
+        """
+        servers = {redis.server: redis for redis in self.redises}
+        counts: Counter[str] = Counter()
+        for redis in servers.values():
+            counts.update(command_counts(redis.command("INFO", "commandstats")))
+        return counts
 
     async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
         deadline = reactor.seconds() + timeout
@@ -240,13 +272,13 @@ class ClusterRoomTests(ClusterTestCase):
         clients = await self.spread(4)
         for i, client in enumerate(clients):
             await self.enter(client, f"m{i}")
-        before = command_counts(self.redis.command("INFO", "commandstats"))
+        before = self.command_counts()
         for i in range(10):
             self.assertEqual(
                 await self.request(clients[0], chat_request(f"c{i}"), CHAT), 0
             )
         await wait_all(clients, lambda c: len(chats(c)) == 10)
-        after = command_counts(self.redis.command("INFO", "commandstats"))
+        after = self.command_counts()
         delta = {k: after[k] - before.get(k, 0) for k in after}
         self.assertEqual(delta.get("publish"), 10)
         others = {
@@ -272,7 +304,8 @@ class ClusterFailureTests(ClusterTestCase):
         await self.enter(alice, "alice")
         await self.enter(bob, "bob")
         with capturedLogs() as events:
-            self.redis.stop()
+            for redis in self.redises:
+                redis.stop()
             await self.until(lambda: not any(n.link.connected for n in self.nodes()))
             self.assertEqual(await self.request(alice, chat_request("lost"), CHAT), 62)
             [carol] = await self.spread(1)
@@ -281,27 +314,30 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertNotIn(b"lost", chats(bob) + chats(alice))
         self.assertFalse(alice.lost.called or bob.lost.called)
         down = [e for e in events if "is down" in e.get("log_format", "")]
-        self.assertEqual(len(down), 2)  # one per node
+        self.assertEqual(len(down), 2 * self.shards)  # one per node and shard
 
     async def test_redis_restarted_empty(self) -> None:
         ann_key, room_key = "chatsvc:user:ann", "chatsvc:room:0"
+        ann_shard, room_shard = self.shard(b"ann"), self.shard(b"0")
         await self.start_nodes(2)
         alice, bob, ann = await self.spread(3)
         await self.enter(alice, "alice")
         await self.enter(bob, "bob")
         self.assertEqual(await self.login(ann, "ann"), 0)
-        self.redis.stop()
+        for redis in self.redises:
+            redis.stop()
         await self.until(lambda: not any(n.link.connected for n in self.nodes()))
-        if not isinstance(self.redis, RedisServer):
-            self.redis.command("FLUSHALL")
-        self.redis.start()
+        for redis in self.redises:
+            if not isinstance(redis, RedisServer):
+                redis.command("FLUSHDB")
+            redis.start()
         await self.until(lambda: all(n.link.connected for n in self.nodes()))
-        await self.until(lambda: b"node-1" in self.redis.command("GET", ann_key))
+        await self.until(lambda: b"node-1" in ann_shard.command("GET", ann_key))
         # No ghosts, no duplicates: the same two members, ids still taken.
         [dup] = await self.spread(1)
         self.assertEqual(await self.login(dup, "alice"), 31)
         self.assertEqual(await self.login(dup, "ann"), 31)
-        await self.until(lambda: self.redis.command("HLEN", room_key) == b":2\r\n")
+        await self.until(lambda: room_shard.command("HLEN", room_key) == b":2\r\n")
         before = len(notifies(alice))
         await self.until(
             lambda: all(
@@ -314,3 +350,27 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertEqual(await self.request(ann, enter_room_request(0), ENTER), 0)
         [listing] = [e for e in ann.events if isinstance(e, UserList)]
         self.assertEqual(sorted(user for _, user in listing.users), [b"alice", b"bob"])
+
+
+class ShardedClusterBasicsTests(ClusterBasicsTests):
+    """
+    The basics on a cluster of two Redis shards.
+    """
+
+    shards = 2
+
+
+class ShardedClusterRoomTests(ClusterRoomTests):
+    """
+    Rooms across nodes on a cluster of two Redis shards.
+    """
+
+    shards = 2
+
+
+class ShardedClusterFailureTests(ClusterFailureTests):
+    """
+    Redis down and restarted empty, every shard at once.
+    """
+
+    shards = 2
