@@ -78,14 +78,12 @@ class ClusterNode:
         reactor: IReactorTime,
         config: ClusterConfig,
         listener: NodeListener,
-        link: RedisLink | None = None,
     ) -> None:
         self.config = config
         self.listener = listener
         self.node = config.node_id.encode()
-        self.link = link or RedisLink(reactor, config.url, timeout=config.timeout)
+        self.link = RedisLink(reactor, config.url, timeout=config.timeout)
         self.channels = Channels(self.link)
-        self.heartbeats = 0
         self.swept: list[str] = []
         self.clock = reactor
         self._prefix = config.prefix.encode()
@@ -297,7 +295,6 @@ class ClusterNode:
             self._registered = True
             return
         reply = await self.link.run(scripts.HEARTBEAT, *self._args(timeout_ms))
-        self.heartbeats += 1
         state, *swept = reply if isinstance(reply, list) else [reply]
         for node in swept:
             name = node.decode("utf-8", "replace")
