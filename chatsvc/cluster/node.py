@@ -84,18 +84,16 @@ class ClusterNode:
         reactor: IReactorTime,
         config: ClusterConfig,
         listener: NodeListener,
-        link: ShardedLink | None = None,
     ) -> None:
         self.config = config
         self.listener = listener
         self.node = config.node_id.encode()
-        self.link = link or ShardedLink(
+        self.link = ShardedLink(
             [RedisLink(reactor, url, timeout=config.timeout) for url in config.shards]
         )
         self.channels = Channels(self._route)
         self.refused: str | None = None
         self.on_refused: Callable[[str], None] = lambda reason: None
-        self.heartbeats = 0
         self.swept: list[str] = []
         self.clock = reactor
         self._prefix = config.prefix.encode()
@@ -358,7 +356,6 @@ class ClusterNode:
             return
         timeout_ms = int(self.config.node_timeout * 750)
         reply = await shard.run(scripts.HEARTBEAT, *self._args(timeout_ms))
-        self.heartbeats += 1
         state, *swept = reply if isinstance(reply, list) else [reply]
         for node in swept:
             name = node.decode("utf-8", "replace")
