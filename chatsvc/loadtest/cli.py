@@ -373,14 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Run C{chatsvc-bench}; return the exit code.
     """
     args, config = parse_args(sys.argv[1:] if argv is None else argv)
+    from chatsvc.loadtest.fdlimit import check_fd_limit, raise_fd_limit
+    from chatsvc.loadtest.preflight import UnreachableError, preflight
     from chatsvc.loadtest.redis_keys import RedisError
-    from chatsvc.loadtest.runner import (
-        UnreachableError,
-        check_fd_limit,
-        preflight,
-        raise_fd_limit,
-        run,
-    )
+    from chatsvc.loadtest.runner import run
 
     limit = raise_fd_limit()
     problem = check_fd_limit(config, limit)
