@@ -24,20 +24,14 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatsvc import ChatConfig, NetConfig, RedisURL, chat_service, sendqueue_service
-from chatsvc.loadtest import batch as batch_module
-from chatsvc.loadtest.batch import NotifyBatch
-from chatsvc.loadtest.bot import (
-    Bot,
-    BotState,
-    Counters,
-    Directory,
-    SentLog,
-    SequenceTracker,
-    count_lost,
-    quantize_us,
-)
+from chatsvc.loadtest import fastpath
+from chatsvc.loadtest.accounting import SentLog, SequenceTracker, count_lost
+from chatsvc.loadtest.bot import Bot, BotState
 from chatsvc.loadtest.cli import build_parser, parse_args
 from chatsvc.loadtest.config import RunConfig, share_bots
+from chatsvc.loadtest.counters import Counters, quantize_us
+from chatsvc.loadtest.directory import Directory
+from chatsvc.loadtest.fastpath import NotifyChecker
 from chatsvc.loadtest.network import (
     NetCounters,
     parse_dropped,
@@ -396,19 +390,19 @@ class BotTests(SynchronousTestCase):
         self.assertEqual((bot.counters.foreign, bot.violation), (1, None))
 
 
-class BatchTests(SynchronousTestCase):
+class FastPathTests(SynchronousTestCase):
     """
     The numpy path gives exactly what the plain path gives.
     """
 
     def setUp(self) -> None:
-        if not batch_module.available():
+        if not fastpath.available():
             raise self.skipTest("numpy is not installed")
 
     def run_both(self, stream: bytes, chunk_sizes: list[int]) -> list[Bot]:
         bots = []
-        for batch in (None, NotifyBatch(DIRECTORY, 0, 20)):
-            bot = bot_in_room(0, members=tuple(range(1, 12)), batch=batch)
+        for checker in (None, NotifyChecker(DIRECTORY, 0, 20)):
+            bot = bot_in_room(0, members=tuple(range(1, 12)), checker=checker)
             bot.counters.recording = True
             offset = 0
             for size in chunk_sizes:
@@ -427,6 +421,7 @@ class BatchTests(SynchronousTestCase):
         self.assertEqual(plain.counters.latency, fast.counters.latency)
         self.assertEqual(plain.counters.received, fast.counters.received)
         self.assertEqual(plain.counters.foreign, fast.counters.foreign)
+        self.assertEqual(plain.in_flight, fast.in_flight)
 
     def test_random_streams(self) -> None:
         rng = random.Random(1234)
@@ -640,7 +635,7 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(config.room_numbers, range(5, 7))
         self.assertEqual((config.rate, config.window, config.procs), (0, 3, 2))
         self.assertEqual((config.duration, config.ramp_up), (2.5, 1.0))
-        self.assertFalse(config.batch_parser)
+        self.assertFalse(config.fast_path)
         self.assertEqual(self.parse("echo", "--depth", "8").window, 8)
 
     def test_help_explains_every_option(self) -> None:
@@ -747,7 +742,7 @@ class CommandTests(TestCase):
             "--server-pid", str(os.getpid()),
         ]  # fmt: skip
         plot = self.dir / "chat.png"
-        if batch_module.available():
+        if fastpath.available():
             args += ["--plot", str(plot)]
         code, stdout, stderr, data = await self.bench(*args)
         self.assertEqual(code, 0, stdout + stderr)
@@ -765,7 +760,7 @@ class CommandTests(TestCase):
         self.assertIn("recv", stderr)  # the progress lines
         self.assertIn("lost", stdout)
         self.assertIn("PASS", stdout)
-        if batch_module.available():
+        if fastpath.available():
             self.assertTrue(plot.read_bytes().startswith(b"\x89PNG"))
 
     async def test_churn(self) -> None:

@@ -1,7 +1,10 @@
 """
 C{chatsvc-bench}: the dummy-client load tester.
 
-  - L{chatsvc.loadtest.bot}: one bot as a sans-io state machine;
+  - L{chatsvc.loadtest.bot}: one bot as a sans-io state machine, with
+    L{chatsvc.loadtest.accounting} (every notify once and in order),
+    L{chatsvc.loadtest.counters}, L{chatsvc.loadtest.directory} (user ids)
+    and L{chatsvc.loadtest.fastpath} (runs of notifies checked with numpy);
   - L{chatsvc.loadtest.scenarios}: what a bot does in each scenario;
   - L{chatsvc.loadtest.link}, L{chatsvc.loadtest.worker}: bots on
     asyncio/uvloop in one load process;
@@ -25,27 +28,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chatsvc.loadtest.bot import (
-        Bot,
-        BotState,
-        Counters,
-        Directory,
-        SentLog,
-        SequenceTracker,
-        count_lost,
-    )
+    from chatsvc.loadtest.accounting import SentLog, SequenceTracker, count_lost
+    from chatsvc.loadtest.bot import Bot, BotState
     from chatsvc.loadtest.config import RunConfig, share_bots
+    from chatsvc.loadtest.counters import Counters
+    from chatsvc.loadtest.directory import Directory
     from chatsvc.loadtest.stats import Summary, WorkerResult, merge
     from chatsvc.loadtest.wire import chat_message, parse_chat_message
 
 _WHERE = {
     "Bot": "bot",
     "BotState": "bot",
-    "Counters": "bot",
-    "Directory": "bot",
-    "SentLog": "bot",
-    "SequenceTracker": "bot",
-    "count_lost": "bot",
+    "Counters": "counters",
+    "Directory": "directory",
+    "SentLog": "accounting",
+    "SequenceTracker": "accounting",
+    "count_lost": "accounting",
     "RunConfig": "config",
     "share_bots": "config",
     "Summary": "stats",

@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     runner.add_argument(
         "--no-numpy",
-        dest="batch_parser",
+        dest="fast_path",
         action="store_false",
         help="check notifies one by one in Python even when numpy is installed"
         " (numpy checks runs of notifies at once: a faster load generator,"
@@ -340,7 +340,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
         churn_pause=args.churn_pause,
         connect_concurrency=args.connect_concurrency,
         loop=args.loop,
-        batch_parser=args.batch_parser,
+        fast_path=args.fast_path,
         server_pid=args.server_pid,
     )
     return args, config
@@ -352,7 +352,7 @@ def _say(text: str) -> None:
 
 def _prepare_redis(config: RunConfig) -> int:
     from chatsvc.host.redis_login import RedisURL
-    from chatsvc.loadtest.bot import Directory
+    from chatsvc.loadtest.directory import Directory
     from chatsvc.loadtest.redis_keys import set_passwords
 
     assert config.redis is not None

@@ -49,7 +49,7 @@ class RunConfig:
     churn_pause: float = 0.05
     connect_concurrency: int = 100
     loop: str = "auto"
-    batch_parser: bool = True
+    fast_path: bool = True
     server_pid: int | None = None
 
     def __post_init__(self) -> None:

@@ -11,7 +11,8 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from chatsvc.loadtest.bot import Bot, Counters
+from chatsvc.loadtest.bot import Bot
+from chatsvc.loadtest.counters import Counters
 from chatsvc.loadtest.scenarios import BotFailedError
 
 

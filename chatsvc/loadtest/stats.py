@@ -20,7 +20,7 @@ from typing import Any, Final
 from hdrh.histogram import HdrHistogram
 
 from chatsvc.client.render import RESULTS
-from chatsvc.loadtest.bot import SentLog, count_lost
+from chatsvc.loadtest.accounting import SentLog, count_lost
 from chatsvc.protocol import PacketId
 
 #: Latencies are recorded in microseconds, from 1 us to one hour.

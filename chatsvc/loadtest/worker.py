@@ -23,9 +23,12 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any, Final
 
-from chatsvc.loadtest.batch import NotifyBatch, available
-from chatsvc.loadtest.bot import Bot, BotState, Counters, Directory, SentLog
+from chatsvc.loadtest.accounting import SentLog
+from chatsvc.loadtest.bot import Bot, BotState
 from chatsvc.loadtest.config import RunConfig
+from chatsvc.loadtest.counters import Counters
+from chatsvc.loadtest.directory import Directory
+from chatsvc.loadtest.fastpath import NotifyChecker, available
 from chatsvc.loadtest.link import Link, Phase
 from chatsvc.loadtest.procinfo import machine_busy_seconds, process_cpu_seconds
 from chatsvc.loadtest.scenarios import SCENARIO_BOTS, BotFailedError
@@ -92,9 +95,9 @@ class Worker:
             parser="python",
         )
         pinned = 1 if config.scenario == "chat" else None
-        batch = None
-        if config.batch_parser and config.scenario in ("chat", "churn") and available():
-            batch = NotifyBatch(self.directory, config.user_start, config.users)
+        checker = None
+        if config.fast_path and config.scenario in ("chat", "churn") and available():
+            checker = NotifyChecker(self.directory, config.user_start, config.users)
             self.result.parser = "numpy"
         self.bots = [
             Bot(
@@ -107,7 +110,7 @@ class Worker:
                 echo_size=config.size,
                 pinned_first=pinned,
                 strict_existing=config.scenario == "chat",
-                batch=batch,
+                checker=checker,
             )
             for index in indices
         ]
