@@ -23,21 +23,15 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatsvc import ChatConfig, NetConfig, chat_service
-from chatsvc.client.cli import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
+from chatsvc.client.cli import parse_arguments
+from chatsvc.client.commands import (
     HELP_TEXT,
-    ChatClient,
     Enter,
     Help,
     Invalid,
     Leave,
     Quit,
     Say,
-    Terminal,
-    parse_arguments,
     parse_command,
 )
 from chatsvc.client.render import (
@@ -48,6 +42,14 @@ from chatsvc.client.render import (
     failure_text,
     render_event,
 )
+from chatsvc.client.session import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ChatClient,
+)
+from chatsvc.client.terminal import LineTerminal, Screen
 from chatsvc.protocol import (
     MAX_CHAT_MSG_SIZE,
     ChatNotify,
@@ -360,7 +362,7 @@ class ChatViewTests(SynchronousTestCase):
 
 class FakeStdio(StringTransport):
     """
-    Standard input and output for a L{Terminal}: output collected, and
+    Standard input and output for a L{LineTerminal}: output collected, and
     C{loseConnection} closes at once, as a flushed stdout would.
     """
 
@@ -401,9 +403,16 @@ class ChatClientTests(SynchronousTestCase):
         self.client.done.addCallback(self.exit_codes.append)
         self.client.connected()
 
-    def start_terminal(self, terminal: Terminal) -> None:
+    def start_terminal(
+        self,
+        on_line: Callable[[str], None],
+        on_end: Callable[[], None],
+        on_interrupt: Callable[[], object],
+    ) -> Screen:
+        terminal = LineTerminal(on_line, on_end)
         self.stdio.protocol = terminal
         terminal.makeConnection(self.stdio)
+        return terminal
 
     def receive(self, *packets: bytes) -> None:
         self.client.connection.dataReceived(b"".join(packets))
@@ -430,7 +439,7 @@ class ChatClientTests(SynchronousTestCase):
 
     def test_sends_login(self) -> None:
         self.assertEqual(self.sent(), login_request("alice", "secret"))
-        self.assertIsNone(self.client.terminal)
+        self.assertIsNone(self.client.screen)
 
     def test_login_accepted(self) -> None:
         self.log_in()
@@ -439,7 +448,7 @@ class ChatClientTests(SynchronousTestCase):
 
     def test_login_refused(self) -> None:
         self.receive(result_response(LOGIN, Result.LOGIN_USER_INVALID_PW))
-        self.assertIsNone(self.client.terminal)
+        self.assertIsNone(self.client.screen)
         self.assertTrue(self.server.disconnecting)
         self.assertEqual(self.exit_codes, [EXIT_FAILED])
         self.assertEqual(
