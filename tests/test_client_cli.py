@@ -207,7 +207,8 @@ class DescribeResultTests(SynchronousTestCase):
     def test_known_code(self) -> None:
         self.assertEqual(
             describe_result(33),
-            "33 LOGIN_USER_INVALID_PW (unknown user or wrong password)",
+            "33 LOGIN_USER_INVALID_PW (unknown user or wrong password, or the"
+            " server could not check the password)",
         )
 
     def test_meaning_depends_on_the_request(self) -> None:
@@ -228,7 +229,8 @@ class DescribeResultTests(SynchronousTestCase):
         )
         self.assertEqual(
             failure_text(Response(LOGIN, 33)),
-            "login failed: 33 LOGIN_USER_INVALID_PW (unknown user or wrong password)",
+            "login failed: 33 LOGIN_USER_INVALID_PW (unknown user or wrong"
+            " password, or the server could not check the password)",
         )
 
 
@@ -245,6 +247,22 @@ class CleanTextTests(SynchronousTestCase):
             "\ufffd[2Jfake\ufffd\ufffd<admin> hi\ufffd",
         )
 
+    def test_format_and_separator_characters_shown(self) -> None:
+        # A zero-width space cannot make "admin\u200b" pass for "admin", a
+        # bidi override cannot turn "txt.\u202eexe.pdf" around, a line
+        # separator cannot forge a line.
+        self.assertEqual(clean_text("admin\u200b".encode()), "admin<U+200B>")
+        self.assertEqual(
+            clean_text("txt.\u202eexe.pdf".encode()), "txt.<U+202E>exe.pdf"
+        )
+        self.assertEqual(
+            clean_text("a\u2028<admin> b\u2029c\ufeff".encode()),
+            "a<U+2028><admin> b<U+2029>c<U+FEFF>",
+        )
+
+    def test_other_spaces_kept(self) -> None:
+        self.assertEqual(clean_text("a\u00a0b\u3000c".encode()), "a\u00a0b\u3000c")
+
 
 class RenderEventTests(SynchronousTestCase):
     def render(self, event: Any, **kwargs: Any) -> str | None:
@@ -259,6 +277,35 @@ class RenderEventTests(SynchronousTestCase):
     def test_user_list(self) -> None:
         event = UserList(((1, b"alice"), (3, b"carol")))
         self.assertEqual(self.render(event), "* users here: alice, carol")
+
+    def test_empty_room(self) -> None:
+        self.assertEqual(self.render(UserList(())), "* nobody else is here")
+
+    def test_spoofing_user_ids_are_shown(self) -> None:
+        self.assertEqual(
+            self.render(ChatNotify("admin\u200b".encode(), "hi\u2028".encode())),
+            "<admin<U+200B>> hi<U+2028>",
+        )
+        self.assertEqual(
+            self.render(NewUser(5, "\u202enimda".encode())),
+            "* <U+202E>nimda entered the room",
+        )
+        self.assertEqual(
+            self.render(UserList(((1, "bo\u200db".encode()),))),
+            "* users here: bo<U+200D>b",
+        )
+
+    def test_no_such_room_names_the_rooms(self) -> None:
+        line = self.render(Response(ENTER, 61), room=12)
+        assert line is not None
+        self.assertTrue(
+            line.startswith(
+                "! enter failed: 61 ROOM_INVALID_INDEX (no such room): there is"
+                " no room 12 on this server"
+            ),
+            line,
+        )
+        self.assertIn("rooms 0 to 9", line)
 
     def test_user_left(self) -> None:
         self.assertEqual(self.render(UserLeft(7)), "* bob left the room")
@@ -454,7 +501,8 @@ class ChatClientTests(SynchronousTestCase):
         self.assertEqual(
             self.errors.getvalue(),
             "chatsvc-client: login failed: 33 LOGIN_USER_INVALID_PW"
-            " (unknown user or wrong password)\n",
+            " (unknown user or wrong password, or the server could not check"
+            " the password)\n",
         )
 
     def test_login_unanswered(self) -> None:
@@ -752,7 +800,7 @@ class ClientProgramTests(TestCase):
         alice = self.client(port, "alice")
         await alice.expect("logged in as alice\n")
         alice.send("/enter 1")
-        await alice.expect("* you entered room 1\n")
+        await alice.expect("* you entered room 1\n* nobody else is here\n")
 
         bob = self.client(port, "bob")
         await bob.expect("logged in as bob\n")
