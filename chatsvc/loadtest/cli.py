@@ -21,6 +21,7 @@ import platform
 import sys
 import textwrap
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -405,9 +406,10 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
     window = getattr(args, "window", None)
     if window is not None and get("rate") != 0:
         error(
-            "--window sets how many messages each bot keeps in flight in a closed"
-            " loop, which only --rate 0 runs; with --rate R each bot sends R a"
-            " second whatever comes back: add --rate 0, or leave --window out"
+            "--window sets how many messages (or echoes) each bot keeps in flight"
+            " in a closed loop, which only --rate 0 runs; with --rate R each bot"
+            " sends R a second whatever comes back: add --rate 0, or leave"
+            " --window out"
         )
     user_start = get("user_start")
     last_index = user_start + args.users - 1
@@ -432,42 +434,9 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
             RedisURL.parse(get("redis"))
         except ValueError as e:
             error(f"--redis: {e}")
-    config = RunConfig(
-        scenario=args.scenario,
-        host=args.host,
-        port=args.port,
-        users=args.users,
-        **{
-            name: get(name)
-            for name in (
-                "rooms",
-                "room_start",
-                "server_rooms",
-                "room_capacity",
-                "rate",
-                "ramp_up",
-                "warmup",
-                "drain",
-                "timeout",
-                "password",
-                "user_prefix",
-                "user_start",
-                "redis",
-                "redis_key_prefix",
-                "procs",
-                "size",
-                "cycle_messages",
-                "churn_pause",
-                "connect_concurrency",
-                "loop",
-                "fast_path",
-                "server_pid",
-            )
-        },
-        window=window or 1,
-        duration=args.duration,
-    )
-    return args, config
+    # Options a scenario does not have keep RunConfig's defaults.
+    values = {f.name: get(f.name) for f in fields(RunConfig) if f.name != "window"}
+    return args, RunConfig(**values, window=window or 1)
 
 
 def _say(text: str) -> None:
