@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from chatsvc import ChatConfig, NetConfig, chat_service
 from chatsvc.client.cli import parse_arguments
@@ -456,6 +456,7 @@ class ChatClientTests(SynchronousTestCase):
         on_end: Callable[[], None],
         on_interrupt: Callable[[], object],
     ) -> Screen:
+        self.screen_interrupt = on_interrupt
         terminal = LineTerminal(on_line, on_end)
         self.stdio.protocol = terminal
         terminal.makeConnection(self.stdio)
@@ -628,6 +629,13 @@ class ChatClientTests(SynchronousTestCase):
         self.assertIsNone(self.client.interrupt())
         self.assertEqual(self.errors.getvalue(), "")
 
+    def test_interrupted_from_the_screen(self) -> None:
+        # Ctrl-C typed on the interactive console.
+        self.log_in()
+        self.screen_interrupt()
+        self.assertTrue(self.server.disconnecting)
+        self.assertEqual(self.exit_codes, [EXIT_INTERRUPTED])
+
     def test_output_closed_ends_the_session(self) -> None:
         self.log_in()
         self.stdio.protocol.writeConnectionLost()
@@ -691,6 +699,13 @@ class ClientProcess(ProcessProtocol):
         assert self.transport is not None
         for line in lines:
             self.transport.write(line.encode("utf-8") + b"\n")
+
+    def type(self, keys: str) -> None:
+        """
+        Type on the client's terminal (C{\\r} is Enter).
+        """
+        assert self.transport is not None
+        self.transport.write(keys.encode("utf-8"))
 
     def end_input(self) -> None:
         assert self.transport is not None
@@ -771,14 +786,25 @@ class ClientProgramTests(TestCase):
             await deferLater(reactor, 0.05, lambda: None)
         await deferLater(reactor, 0, lambda: None)
 
-    def spawn(self, *args: str, name: str = "client") -> ClientProcess:
+    def spawn(
+        self, *args: str, name: str = "client", terminal: bool = False
+    ) -> ClientProcess:
+        """
+        Start C{chatsvc-client}; with C{terminal}, on a pseudo-terminal (its
+        interactive console) instead of pipes.
+        """
         process = ClientProcess(name)
+        env = _client_env()
+        if terminal:
+            # A terminal that does not answer cursor position requests.
+            env.update(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
         reactor.spawnProcess(
             process,
             sys.executable,
             [sys.executable, "-m", "chatsvc.client.cli", *args],
-            env=_client_env(),
+            env=env,
             path=str(REPO),
+            usePTY=terminal,
         )
         self.processes.append(process)
         return process
@@ -843,6 +869,48 @@ class ClientProgramTests(TestCase):
         self.assertNotIn("carol", alice.output)
         for process in (alice, bob, carol):
             self.assertEqual(process.err, b"", process.report())
+
+    async def test_typing_while_messages_arrive(self) -> None:
+        if not hasattr(os, "openpty"):
+            raise SkipTest("needs a pseudo-terminal (POSIX)")
+        port = await self.start_server(ChatConfig())
+        alice = self.spawn(
+            "--user", "alice", "--port", str(port), "--timeout", str(WAIT),
+            name="alice", terminal=True,
+        )  # fmt: skip
+        await alice.expect("logged in as alice")
+        alice.type("/enter 1\r")
+        await alice.expect("* nobody else is here")
+        bob = self.client(port, "bob")
+        bob.send("/enter 1")
+        await alice.expect("* bob entered the room")
+
+        alice.type("I am in the mid")
+        await alice.expect("I am in the mid")
+        bob.send("hello alice")
+        await alice.expect("<bob> hello alice\r\n")
+        # The message is printed on its own line, and the half-typed input is
+        # drawn again below it, whole.
+        await alice._until(
+            lambda: (
+                alice.output.rfind("I am in the mid")
+                > alice.output.find("<bob> hello alice")
+            ),
+            "the input line drawn again below the message",
+        )
+        self.assertNotIn("mid<bob>", alice.output)
+
+        alice.type("dle\r")
+        await bob.expect("<alice> I am in the middle\n")
+        await alice.expect("<alice> I am in the middle\r\n")
+        self.assertEqual(alice.output.count("<alice> I am in the middle"), 1)
+        self.assertEqual(bob.output.count("hello alice"), 1)
+
+        alice.type("\x03")  # Ctrl-C
+        self.assertEqual(await alice.exit_code(), EXIT_INTERRUPTED)
+        await bob.expect("* alice left the room\n")
+        bob.end_input()
+        self.assertEqual(await bob.exit_code(), EXIT_OK)
 
     async def test_login_refused(self) -> None:
         port = await self.start_server(ChatConfig())
