@@ -733,6 +733,7 @@ class ArgumentTests(SynchronousTestCase):
         self.assertIn("--window", err.getvalue())
         self.assertIn("only --rate 0 runs", err.getvalue())
         self.assertEqual(self.parse("chat", "--rate", "0", "--window", "4").window, 4)
+        self.assertEqual(self.parse("chat", "--rate", "5", "--window", "1").window, 1)
 
     def test_mistakes(self) -> None:
         for argv in (

@@ -404,7 +404,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
     if args.scenario == "echo" and not MIN_ECHO_SIZE <= args.size <= MAX_SERVER_PACKET:
         error(f"--size must be {MIN_ECHO_SIZE}..{MAX_SERVER_PACKET}")
     window = getattr(args, "window", None)
-    if window is not None and get("rate") != 0:
+    # --window 1 is what every paced bot has anyway: only more is refused.
+    if window is not None and window > 1 and get("rate") != 0:
         error(
             "--window sets how many messages (or echoes) each bot keeps in flight"
             " in a closed loop, which only --rate 0 runs; with --rate R each bot"
