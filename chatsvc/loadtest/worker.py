@@ -119,7 +119,7 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self.phase.stopping
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
