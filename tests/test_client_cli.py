@@ -908,6 +908,8 @@ class ClientProgramTests(TestCase):
 
         alice.type("\x03")  # Ctrl-C
         self.assertEqual(await alice.exit_code(), EXIT_INTERRUPTED)
+        # (bob's message makes the server end a turn, which delivers the leave.)
+        bob.send("bye")
         await bob.expect("* alice left the room\n")
         bob.end_input()
         self.assertEqual(await bob.exit_code(), EXIT_OK)
