@@ -52,9 +52,6 @@ DEFAULT_PORT: Final = 11021
 PASSWORD_ENV: Final = "CHATSVC_PASSWORD"
 
 
-# --- the command line --------------------------------------------------------
-
-
 def _port(text: str) -> int:
     try:
         port = int(text)
