@@ -82,7 +82,7 @@ class NodeDeathTests(SynchronousTestCase):
         self.redis.start()
         self.addCleanup(self.redis.close)
 
-    def node(self, name: str) -> tuple[Twistd, int]:
+    def node(self, name: str, timeout: float = 2) -> tuple[Twistd, int]:
         twistd = Twistd(
             [
                 "chatsvc",
@@ -93,9 +93,11 @@ class NodeDeathTests(SynchronousTestCase):
                 "--node-id",
                 name,
                 "--node-timeout",
-                "2",
+                str(timeout),
                 "--chat-rate",
                 "0",
+                "--shutdown-grace",
+                "1",
             ]
         )
         self.addCleanup(twistd.stop)
@@ -145,6 +147,23 @@ class NodeDeathTests(SynchronousTestCase):
         )
         alice.read_until(
             lambda: sum(isinstance(e, ChatNotify) for e in alice.events) == 21
+        )
+
+    def test_sigterm_takes_the_users_out_at_once(self) -> None:
+        _, first = self.node("n1", timeout=30)
+        stopped, second = self.node("n2", timeout=30)
+        alice = self.client(first, "alice")
+        bob = self.client(second, "bob")
+        for client in (alice, bob):
+            self.assertEqual(
+                client.request(enter_room_request(0), PacketId.ROOM_ENTER_RESPONSE), 0
+            )
+        started = time.monotonic()
+        self.assertEqual(stopped.stop(), 0)
+        alice.read_until(lambda: UserLeft in map(type, alice.events))
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(
+            self.client(first, "bob").events, [Response(PacketId.LOGIN_RESPONSE, 0)]
         )
 
 

@@ -74,8 +74,7 @@ class Pump:
         as it says it has more; its caller makes sure it is not scheduled twice.
         """
         self._ready.append(work)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        self.run_soon()
 
     def write_at_end_of_turn(self, output: HeldOutput) -> None:
         """
@@ -83,13 +82,13 @@ class Pump:
         it is not scheduled twice.
         """
         self._held.append(output)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        self.run_soon()
 
     def run_soon(self) -> None:
         """
-        Run a turn soon even if no connection has work: for output that comes
-        from elsewhere (a cluster's Redis), so it leaves as a turn's output.
+        Make sure a turn runs soon: its end runs the turn hooks, which send
+        what the application held back outside a turn (a disconnect's room
+        notifies, what a cluster's Redis delivered).
         """
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)

@@ -9,6 +9,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
+from prometheus_client import generate_latest
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs
@@ -201,6 +202,35 @@ class ClusterBasicsTests(ClusterTestCase):
         await first.lost
         await pause(0.2)
         self.assertEqual(await self.login(second, "al"), 0)
+
+
+class ClusterMetricsTests(ClusterTestCase):
+    async def test_metrics_and_health(self) -> None:
+        await self.start_nodes(2)
+        alice, bob = await self.spread(2)
+        await self.enter(alice, "alice")
+        await self.enter(bob, "bob")
+        self.assertEqual(await self.request(alice, chat_request("hi"), CHAT), 0)
+        await bob.wait_until(lambda: b"hi" in chats(bob))
+        service = self.services[0]
+        metrics = generate_latest(service.registry).decode()
+        for line in (
+            "chatsvc_cluster_connected 1.0",
+            "chatsvc_cluster_channels 1.0",
+            "chatsvc_cluster_messages_out_total 1.0",
+            "chatsvc_cluster_publish_seconds_count 1.0",
+        ):
+            self.assertIn(line, metrics)
+        self.assertRegex(metrics, r"chatsvc_cluster_messages_in_total [1-9]")
+        node = self.nodes()[0]
+        self.assertIsNone(node.link.health())
+        self.redis.stop()
+        await self.until(lambda: not node.link.connected)
+        self.assertIn("not reachable", node.link.health() or "")
+        metrics = generate_latest(service.registry).decode()
+        self.assertIn("chatsvc_cluster_connected 0.0", metrics)
+        self.redis.start()
+        await self.until(lambda: node.link.connected)
 
 
 class ClusterRoomTests(ClusterTestCase):
