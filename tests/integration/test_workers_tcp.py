@@ -41,15 +41,13 @@ class AdoptedSocketTests(IntegrationTestCase):
     async def test_chat_on_an_adopted_socket(self) -> None:
         listener = listening_socket()
         self.addCleanup(listener.close)
-        fd = os.dup(listener.fileno())
-        args = ["--listen-fd", str(fd)]
         if not IReactorSocket.providedBy(reactor):
-            os.close(fd)
             with self.assertRaises(usage.UsageError) as raised:
-                self.options(args)
+                self.options(["--listen-fd", str(listener.fileno())])
             self.assertIn("adoptStreamPort", str(raised.exception))
             return
-        options = self.options(args)
+        # The endpoint closes the descriptor it adopted: give it a copy.
+        options = self.options(["--listen-fd", str(os.dup(listener.fileno()))])
         service = chat_service(options.endpoint, options.net, options.chat)
         port = await self.start(service)
         self.assertEqual(port, listener.getsockname()[1])
