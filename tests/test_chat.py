@@ -10,24 +10,22 @@ from collections.abc import Iterable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.client.events import (
+from chatsvc.content.chat import ChatConfig, ChatServer, State
+from chatsvc.protocol import (
     ChatNotify,
+    ChatRequest,
+    EnterRoomRequest,
     Event,
+    LeaveRoomRequest,
+    LoginRequest,
     NewUser,
+    PacketDecoder,
+    PacketId,
     Response,
     UserLeft,
     UserList,
     parse_event,
 )
-from chatsvc.content.chat import ChatConfig, ChatServer, State
-from chatsvc.content.packets import (
-    ChatRequest,
-    EnterRoomRequest,
-    LeaveRoomRequest,
-    LoginRequest,
-    PacketId,
-)
-from chatsvc.net.codec import PacketDecoder
 
 LOGIN = PacketId.LOGIN_RESPONSE
 ENTER = PacketId.ROOM_ENTER_RESPONSE
@@ -277,7 +275,7 @@ class EnterTests(ChatTestCase):
             self.assertLessEqual(len(packet), 1024)
 
     def _raw_user_lists(self, handle: str) -> list[bytes]:
-        from chatsvc.content.packets import user_list_notifies
+        from chatsvc.protocol import user_list_notifies
 
         members = [
             (c.unique_id, c.user_id)

@@ -13,10 +13,10 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.net.codec import Packet, encode_packet
 from chatsvc.net.config import NetConfig
 from chatsvc.net.sendqueue import push_to_all
 from chatsvc.net.session import Session, SessionFactory
+from chatsvc.protocol import Packet, encode_packet
 from tests.support import HalfCloseTransport
 
 

@@ -5,7 +5,6 @@ login and chat rules. Plain Python: it knows nothing of sockets or reactors.
 
 from chatsvc.content.chat import ChatConfig, ChatServer, Client, Outbox, State
 from chatsvc.content.login import LoginBackend, OpenLogin
-from chatsvc.content.packets import PacketId, Request, Result, parse_request
 from chatsvc.content.presence import LocalPresence, Presence
 from chatsvc.content.rooms import Room, Rooms
 
@@ -17,12 +16,8 @@ __all__ = [
     "LoginBackend",
     "OpenLogin",
     "Outbox",
-    "PacketId",
     "Presence",
-    "Request",
-    "Result",
     "Room",
     "Rooms",
     "State",
-    "parse_request",
 ]

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
-from chatsvc.content.packets import (
+from chatsvc.content.presence import LocalPresence, Presence
+from chatsvc.content.rooms import Room, Rooms
+from chatsvc.protocol import (
+    DEFAULT_MAX_PACKET_SIZE,
     ChatRequest,
     EnterRoomRequest,
     LeaveRoomRequest,
@@ -35,10 +38,7 @@ from chatsvc.content.packets import (
     result_response,
     user_list_notifies,
 )
-from chatsvc.content.presence import LocalPresence, Presence
-from chatsvc.content.rooms import Room, Rooms
-from chatsvc.net.codec import DEFAULT_MAX_PACKET_SIZE
-from chatsvc.net.ratelimit import TokenBucket
+from chatsvc.ratelimit import TokenBucket
 
 H = TypeVar("H", bound=Hashable)
 H_contra = TypeVar("H_contra", bound=Hashable, contravariant=True)

@@ -17,10 +17,15 @@ from twisted.python.failure import Failure
 
 from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
-from chatsvc.content.packets import PacketId, parse_request
-from chatsvc.net.codec import Packet, ProtocolError, encode_packet
 from chatsvc.net.sendqueue import push_to_all
 from chatsvc.net.session import Session
+from chatsvc.protocol import (
+    Packet,
+    PacketId,
+    ProtocolError,
+    encode_packet,
+    parse_request,
+)
 
 DEV_ECHO = PacketId.DEV_ECHO.value
 _packet_id = itemgetter(0)

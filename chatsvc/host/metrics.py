@@ -24,10 +24,10 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from chatsvc.content.chat import ChatServer
-from chatsvc.content.packets import PacketId
 from chatsvc.net.connection import LimitedFactory
 from chatsvc.net.session import Session
 from chatsvc.net.websocket import WEBSOCKET
+from chatsvc.protocol import PacketId
 
 #: A health condition: returns L{None} when fine, else what is wrong.
 HealthCheck = Callable[[], str | None]

@@ -13,11 +13,11 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from chatsvc.net.codec import HEADER_SIZE, Packet, PacketDecoder, ProtocolError
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, ManagedConnection
 from chatsvc.net.sendqueue import SendQueue
 from chatsvc.net.turn import Pump
+from chatsvc.protocol import HEADER_SIZE, Packet, PacketDecoder, ProtocolError
 
 _packet_id = itemgetter(0)
 

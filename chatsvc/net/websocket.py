@@ -38,12 +38,12 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from twisted.web.websocket import WebSocketTransport
 from wsproto.connection import ConnectionState
-from wsproto.events import CloseConnection, Event, Message
+from wsproto.events import Event, Message
 from wsproto.utilities import LocalProtocolError
 from zope.interface import implementer
 
-from chatsvc.net.codec import HEADER_SIZE, ProtocolError
 from chatsvc.net.session import Session, SessionFactory
+from chatsvc.protocol import HEADER_SIZE, ProtocolError
 
 #: The C{transport_kind} of WebSocket sessions (a label of the metrics).
 WEBSOCKET: Final = "websocket"

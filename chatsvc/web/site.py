@@ -24,12 +24,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from twisted.web.websocket import WebSocketResource
 
-from chatsvc.client.events import Response
 from chatsvc.client.render import RESULTS, failure_text
 from chatsvc.content.chat import ChatConfig
-from chatsvc.content.packets import PacketId
 from chatsvc.net.session import SessionFactory
 from chatsvc.net.websocket import WebSocketSessions
+from chatsvc.protocol import PacketId, Response
 
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
@@ -223,9 +222,7 @@ def chat_site(
     for path, name, content_type in PAGE_FILES:
         root.putChild(path, Document(static.joinpath(name).read_bytes(), content_type))
     info = json.dumps(server_info(chat), ensure_ascii=False).encode()
-    root.putChild(
-        b"server.json", Document(info, "application/json; charset=utf-8")
-    )
+    root.putChild(b"server.json", Document(info, "application/json; charset=utf-8"))
     root.putChild(
         b"ws", SessionsResource(WebSocketSessions(factory), OriginPolicy(origins))
     )

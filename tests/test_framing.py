@@ -1,5 +1,5 @@
 """
-Tests for L{chatsvc.net.codec}: framing, length checks and stream splitting.
+Tests for L{chatsvc.protocol.framing}: framing, length checks and stream splitting.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.net.codec import (
+from chatsvc.protocol import (
     HEADER_SIZE,
     Packet,
     PacketDecoder,
