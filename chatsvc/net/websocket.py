@@ -29,7 +29,7 @@ Two things Twisted's WebSocket transport leaves to its user:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from twisted.internet.interfaces import IAddress, IPushProducer, ITransport
@@ -58,7 +58,7 @@ CLOSE_TRY_AGAIN_LATER: Final = 1013
 _LENGTH = struct.Struct("<H")
 
 
-def partial_packet(message: bytes, max_packet_size: int) -> ProtocolError | None:
+def partial_packet(message: bytes | bytearray, max_packet_size: int) -> ProtocolError | None:
     """
     Return the error of a message that does not end on a packet boundary.
 
@@ -262,7 +262,7 @@ class WebSocketSession:
             return
         self._websocket.sendBytesMessage(data)
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:

@@ -146,10 +146,10 @@ class OriginPolicy:
         """
         Whether the handshake C{request} comes from an allowed page.
         """
-        origin = request.getHeader(b"origin")
-        if origin is None or self.any:
+        header = request.getHeader(b"origin")
+        if header is None or self.any:
             return True
-        origin = origin.decode("latin-1").lower()
+        origin = header.decode("latin-1").lower()
         if origin in self.allowed:
             return True
         # Same origin: the page was served under the host the browser asks
@@ -175,7 +175,7 @@ class SessionsResource(WebSocketResource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         upgrade = request.getHeader(b"upgrade") or b""
         if upgrade.lower() != b"websocket":
-            request.setResponseCode(http.UPGRADE_REQUIRED)
+            request.setResponseCode(426)  # Upgrade Required
             request.setHeader(b"upgrade", b"websocket")
             return b"This is chatsvc's WebSocket endpoint; open / to chat.\n"
         if not self._origins.allows(request):
