@@ -255,7 +255,7 @@ class ChatService(StageService):
         self.listener.listening.addCallback(self._warn_if_open)
         self.web: ListeningService | None = None
         if self.host.web is not None:
-            site = chat_site(factory, chat, self.host.web_origins)
+            site = chat_site(factory, chat, self.host.web_origins, reactor)
             self.web = ListeningService("web", self.host.web, site, reactor)
             self.web.setServiceParent(self)
             self.listeners.append(self.web)

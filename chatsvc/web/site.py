@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Final
 from urllib.parse import urlsplit
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -26,6 +27,7 @@ from twisted.web.websocket import WebSocketResource
 
 from chatsvc.client.render import RESULTS, failure_text
 from chatsvc.content.chat import ChatConfig
+from chatsvc.net.connection import default_reactor
 from chatsvc.net.session import SessionFactory
 from chatsvc.net.websocket import WebSocketSessions
 from chatsvc.protocol import PacketId, Response
@@ -211,7 +213,10 @@ class _Root(Resource):
 
 
 def chat_site(
-    factory: SessionFactory, chat: ChatConfig, origins: Sequence[str] = ()
+    factory: SessionFactory,
+    chat: ChatConfig,
+    origins: Sequence[str] = (),
+    reactor: IReactorTime | None = None,
 ) -> Site:
     """
     The site of C{--web}: the page, C{/server.json} and C{/ws}, whose
@@ -226,6 +231,6 @@ def chat_site(
     root.putChild(
         b"ws", SessionsResource(WebSocketSessions(factory), OriginPolicy(origins))
     )
-    site = Site(root)
+    site = Site(root, reactor=reactor or default_reactor())
     site.displayTracebacks = False
     return site
