@@ -58,7 +58,9 @@ CLOSE_TRY_AGAIN_LATER: Final = 1013
 _LENGTH = struct.Struct("<H")
 
 
-def partial_packet(message: bytes | bytearray, max_packet_size: int) -> ProtocolError | None:
+def partial_packet(
+    message: bytes | bytearray, max_packet_size: int
+) -> ProtocolError | None:
     """
     Return the error of a message that does not end on a packet boundary.
 
