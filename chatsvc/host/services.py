@@ -252,16 +252,20 @@ class ChatService(StageService):
         )
         if isinstance(login, RedisLogin):
             login.observe_latency = redis_latency(self.registry).observe
-        self.listener.listening.addCallback(self._warn_if_open)
+        self.listener.listening.addCallback(self._log_login)
         self.web: ListeningService | None = None
         if self.host.web is not None:
             site = chat_site(factory, chat, self.host.web_origins, reactor)
             self.web = ListeningService("web", self.host.web, site, reactor)
             self.web.setServiceParent(self)
+            self.web.listening.addCallback(self._warn_if_open)
             self.listeners.append(self.web)
 
-    def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
+    def _log_login(self, port: IListeningPort) -> IListeningPort:
         log.info("Logins checked by {login}", login=self.login.description)
+        return self._warn_if_open(port)
+
+    def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
         host = getattr(port.getHost(), "host", "")
         try:
             loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback

@@ -183,3 +183,17 @@ class WebSocketChatTests(IntegrationTestCase):
         self.assertEqual(self.service.factory.stats.refused, 1)
         first[0].send(login_request("still-here", "pw"))
         await first[0].wait_until(lambda: len(first[0].events) == 1)
+
+    async def test_shutdown_closes_websocket_sessions(self) -> None:
+        """
+        A stopping server closes WebSocket sessions as it closes TCP ones,
+        after what is queued for them.
+        """
+        _, web_port = await self.start_chat()
+        client = await self.websocket(web_port)
+        client.send(login_request("leaving", "pw"))
+        await client.wait_until(lambda: len(client.events) == 1)
+        await self.service.stopService()
+        await client.lost
+        self.assertEqual(self.service.factory.connections, {})
+        self.assertEqual(client.events, [Response(PacketId.LOGIN_RESPONSE, 0)])
