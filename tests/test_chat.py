@@ -344,6 +344,7 @@ class LeaveTests(ChatTestCase):
         self.in_room(1, "a", "b")
         uid = self.server.clients["a"].unique_id
         self.server.disconnect("a")
+        self.server.end_of_turn()
         self.assertEqual(self.outbox.take("a"), [])
         self.assertEqual(self.outbox.take("b"), [UserLeft(uid)])
         self.assertEqual(self.server.users, 1)

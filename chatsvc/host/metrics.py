@@ -129,7 +129,7 @@ class StageCollector(Collector):
         yield GaugeMetricFamily(
             "chatsvc_send_queue_bytes",
             "Bytes queued and not yet handed to transports.",
-            value=sum(c.queue.pending for c in connections if isinstance(c, Session)),
+            value=sum(c.pending_output for c in connections if isinstance(c, Session)),
         )
         if self._chat is not None:
             yield from self._collect_chat(self._chat)

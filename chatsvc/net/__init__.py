@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from chatsvc.net.config import NetConfig
     from chatsvc.net.echo import EchoFactory, RawEcho
-    from chatsvc.net.session import Application, Session, SessionFactory
+    from chatsvc.net.session import Application, Session, SessionFactory, send_to_all
     from chatsvc.net.turn import Pump
 
 _LAZY = {
@@ -25,6 +25,7 @@ _LAZY = {
     "Application": "chatsvc.net.session",
     "Session": "chatsvc.net.session",
     "SessionFactory": "chatsvc.net.session",
+    "send_to_all": "chatsvc.net.session",
     "Pump": "chatsvc.net.turn",
 }
 
@@ -36,6 +37,7 @@ __all__ = [
     "RawEcho",
     "Session",
     "SessionFactory",
+    "send_to_all",
 ]
 
 
