@@ -86,6 +86,15 @@ class Pump:
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)
 
+    def run_turn_soon(self) -> None:
+        """
+        Have a turn run even if no input or output is waiting: the
+        application was told something outside a turn (a disconnection) and
+        its end of turn must follow.
+        """
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._run)
+
     def run_now(self) -> None:
         """
         Run the pending turn at once (for tests).
