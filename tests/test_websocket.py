@@ -291,7 +291,7 @@ class BackpressureTests(WebSocketTestCase):
         peer.send(BytesMessage(encode_packet(1, b"held")))
         self.turn()
         self.assertEqual(peer.messages(), [])
-        self.assertEqual(self.session().queue.pending, 0)
+        self.assertEqual(self.session().pending_output, 0)
         channel.resumeProducing()
         self.turn()
         self.assertEqual(peer.transport.producerState, "producing")

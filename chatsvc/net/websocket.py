@@ -236,7 +236,6 @@ class WebSocketSession:
             session=session.session_id,
             reason=error.reason,
         )
-        session.queue.close()
         self._close(code, error.reason[:120])
 
     def _close(self, code: int, reason: str = "") -> None:
