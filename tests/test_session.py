@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
@@ -140,20 +139,6 @@ class SessionTests(SessionTestCase):
                 )
             ],
         )
-
-    def test_disconnection_ends_a_turn(self) -> None:
-        """
-        What the application does when told of a disconnection (a room's
-        leave notify) is followed by its end of turn, even when no other
-        input or output is waiting.
-        """
-        ends: list[str] = []
-        self.app.at_end_of_turn = lambda: ends.append("end")
-        session, _ = self.connect()
-        session.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(ends, [])
-        self.reactor.advance(0)
-        self.assertEqual(ends, ["end"])
 
     def test_end_of_turn_output(self) -> None:
         """

@@ -74,8 +74,7 @@ class Pump:
         as it says it has more; its caller makes sure it is not scheduled twice.
         """
         self._ready.append(work)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        self.run_soon()
 
     def write_at_end_of_turn(self, output: HeldOutput) -> None:
         """
@@ -83,14 +82,13 @@ class Pump:
         it is not scheduled twice.
         """
         self._held.append(output)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        self.run_soon()
 
-    def run_turn_soon(self) -> None:
+    def run_soon(self) -> None:
         """
-        Have a turn run even if no input or output is waiting: the
-        application was told something outside a turn (a disconnection) and
-        its end of turn must follow.
+        Make sure a turn runs soon: its end runs the turn hooks, which send
+        what the application held back outside a turn (a disconnect's room
+        notifies).
         """
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)
