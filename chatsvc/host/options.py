@@ -6,6 +6,7 @@ Command-line options of the three stages (C{twistd chatsvc-echo --help}, ...).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from chatsvc.cluster.config import ClusterConfig, default_node_id
@@ -15,6 +16,7 @@ from chatsvc.host.logs import LogSettings, parse_levels, use_with_twistd
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
+from chatsvc.web.site import OriginPolicy
 
 DEFAULT_LISTEN = "tcp:11021:backlog=1024"
 _N = TypeVar("_N", int, float)
@@ -238,6 +240,20 @@ class ChatOptions(SendQueueOptions):
             _seconds,
         ],
         ["cluster-key-prefix", None, "chatsvc:", "Prefix of the cluster's Redis keys."],
+        [
+            "web",
+            None,
+            None,
+            "Serve the chat page at / and its WebSocket at /ws on this endpoint,"
+            " e.g. tcp:8080:interface=127.0.0.1.",
+        ],
+        [
+            "web-origins",
+            None,
+            "",
+            "Comma-separated origins (https://host[:port]) whose pages may use"
+            " the WebSocket besides the page's own; * for any.",
+        ],
     ]
 
     def chat_config(self) -> ChatConfig:
@@ -267,6 +283,12 @@ class ChatOptions(SendQueueOptions):
                 )
                 if self["cluster"]
                 else None
+            )
+            origins = [o.strip() for o in self["web-origins"].split(",") if o.strip()]
+            self.host = replace(
+                self.host,
+                web=self["web"],
+                web_origins=tuple(map(OriginPolicy.check, origins)),
             )
         except ValueError as e:
             raise self.config_error(e) from None
