@@ -66,7 +66,7 @@ class ClusterTestCase(TestCase):
         self.redis = start_redis(self)
         self.prefix = "t:"
 
-    async def node(self, name: str, node_timeout: float = 2.0) -> ClusterNode:
+    async def node(self, name: str, node_timeout: float = 3.0) -> ClusterNode:
         config = ClusterConfig(
             RedisURL.parse(self.redis.url),
             name,
@@ -228,7 +228,8 @@ class FailureTests(ClusterTestCase):
         await c.link.close()
         started = time.monotonic()
         await eventually(lambda: bool(a.swept or b.swept), timeout=10)
-        self.assertLess(time.monotonic() - started, c.config.node_timeout + 0.5)
+        # Within the node timeout, and a second for a busy machine.
+        self.assertLess(time.monotonic() - started, c.config.node_timeout + 1)
         await deferLater(reactor, 1.0, lambda: None)
         self.assertEqual(a.swept + b.swept, ["c"])
         for node in (a, b):

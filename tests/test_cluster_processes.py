@@ -82,7 +82,7 @@ class NodeDeathTests(SynchronousTestCase):
         self.redis.start()
         self.addCleanup(self.redis.close)
 
-    def node(self, name: str, timeout: float = 2) -> tuple[Twistd, int]:
+    def node(self, name: str, timeout: float = 3) -> tuple[Twistd, int]:
         twistd = Twistd(
             [
                 "chatsvc",
@@ -138,7 +138,8 @@ class NodeDeathTests(SynchronousTestCase):
         alice.read_until(
             lambda: any(isinstance(e, UserLeft) for e in alice.events), timeout=10
         )
-        self.assertLess(time.monotonic() - died, 2 + 2 / 3 + 1)
+        # Within the node timeout, and a second for a busy machine.
+        self.assertLess(time.monotonic() - died, 3 + 1)
         [left] = [e for e in alice.events if isinstance(e, UserLeft)]
         self.assertNotEqual(left.unique_id, 0)
         again = self.client(first, "bob")

@@ -41,7 +41,8 @@ class ConfigFileTests(SynchronousTestCase):
         from_file = self.parse(["--config", str(EXAMPLE)])
         self.assertEqual(from_file.net, defaults.net)
         self.assertEqual(from_file.chat, defaults.chat)
-        commented = {"redis", "metrics", "log-file", "cluster", "node-id"}
+        self.assertEqual(from_file.host, defaults.host)
+        commented = {"redis", "metrics", "log-file", "web", "cluster", "node-id"}
         commented |= {"listen-fd", "workers"}
         documented = set(from_file.config_values) | commented
         self.assertEqual(documented, set(defaults.opts) - {"config"})

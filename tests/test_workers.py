@@ -212,6 +212,12 @@ class OptionsTests(SynchronousTestCase):
             "--workers shares tcp:, tcp6: and unix: listeners, not ssl:",
         )
 
+    def test_web_is_one_process(self) -> None:
+        message = self.error(
+            ["--workers", "2", "--cluster", CLUSTER, "--web", "tcp:8080"]
+        )
+        self.assertIn("--web is served by one process", message)
+
     def test_metrics_need_a_tcp_port(self) -> None:
         message = self.error(
             ["--workers", "2", "--cluster", CLUSTER, "--metrics", "unix:/tmp/m"]

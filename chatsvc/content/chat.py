@@ -12,6 +12,8 @@ shell passes its sessions).
 Each connection moves through NONE -> LOGIN -> ROOM; a login in progress
 (LOGGING_IN, while the back end checks the password) already holds its user id
 and its place under C{max_users}, so two logins with one id cannot both win.
+With L{SharedRooms} (a cluster), an entry in progress is ENTERING, and the
+requests a user sends while its login or entry is being decided wait for it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ Command-line options of the three stages (C{twistd chatsvc-echo --help}, ...).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -28,6 +29,7 @@ from chatsvc.host.workers import (
 )
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import default_reactor
+from chatsvc.web.site import OriginPolicy
 
 DEFAULT_LISTEN = "tcp:11021:backlog=1024"
 _N = TypeVar("_N", int, float)
@@ -279,6 +281,20 @@ class ChatOptions(SendQueueOptions):
             " node of the --cluster, supervised (0 or auto: one per core).",
             worker_count,
         ],
+        [
+            "web",
+            None,
+            None,
+            "Serve the chat page at / and its WebSocket at /ws on this endpoint,"
+            " e.g. tcp:8080:interface=127.0.0.1.",
+        ],
+        [
+            "web-origins",
+            None,
+            "",
+            "Comma-separated origins (https://host[:port]) whose pages may use"
+            " the WebSocket besides the page's own; * for any.",
+        ],
     ]
 
     def chat_config(self) -> ChatConfig:
@@ -309,6 +325,12 @@ class ChatOptions(SendQueueOptions):
                 if self["cluster"]
                 else None
             )
+            origins = [o.strip() for o in self["web-origins"].split(",") if o.strip()]
+            self.host = replace(
+                self.host,
+                web=self["web"],
+                web_origins=tuple(map(OriginPolicy.check, origins)),
+            )
         except ValueError as e:
             raise self.config_error(e) from None
         self.workers = None if self["workers"] is None else self.worker_plan()
@@ -327,6 +349,11 @@ class ChatOptions(SendQueueOptions):
             )
         if self["listen-fd"] is not None:
             raise usage.UsageError("--workers and --listen-fd exclude each other")
+        if self["web"] is not None:
+            raise usage.UsageError(
+                "--web is served by one process, not by --workers: serve it from"
+                " a node of the same cluster started without --workers"
+            )
         kind = endpoint_type(self["listen"])
         if kind not in SHAREABLE:
             raise usage.UsageError(
