@@ -6,7 +6,6 @@ clients spread over them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 from prometheus_client import generate_latest
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -32,7 +31,13 @@ from chatsvc.protocol import (
     login_request,
 )
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
-from tests.support import PacketClient, RedisServer, reactor, start_redis
+from tests.support import (
+    PacketClient,
+    RedisServer,
+    eventually,
+    reactor,
+    start_redis,
+)
 
 LOGIN = PacketId.LOGIN_RESPONSE
 ENTER = PacketId.ROOM_ENTER_RESPONSE
@@ -72,15 +77,8 @@ class ClusterTestCase(IntegrationTestCase):
             self.ports.append(await self.start(service))
             self.services.append(service)
         for node in self.nodes():
-            await self.until(lambda n=node: n._registered)
+            await eventually(lambda n=node: n._registered)
         return self.ports
-
-    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = reactor.seconds() + timeout
-        while not condition():
-            if reactor.seconds() > deadline:
-                raise AssertionError("condition not met in time")
-            await pause(0.02)
 
     async def spread(self, count: int) -> list[PacketClient]:
         """
@@ -193,12 +191,12 @@ class ClusterMetricsTests(ClusterTestCase):
         node = self.nodes()[0]
         self.assertIsNone(node.link.health())
         self.redis.stop()
-        await self.until(lambda: not node.link.connected)
+        await eventually(lambda: not node.link.connected)
         self.assertIn("not reachable", node.link.health() or "")
         metrics = generate_latest(service.registry).decode()
         self.assertIn("chatsvc_cluster_connected 0.0", metrics)
         self.redis.start()
-        await self.until(lambda: node.link.connected)
+        await eventually(lambda: node.link.connected)
 
 
 class ClusterRoomTests(ClusterTestCase):
@@ -303,7 +301,7 @@ class ClusterFailureTests(ClusterTestCase):
         await self.enter(bob, "bob")
         with capturedLogs() as events:
             self.redis.stop()
-            await self.until(lambda: not any(n.link.connected for n in self.nodes()))
+            await eventually(lambda: not any(n.link.connected for n in self.nodes()))
             self.assertEqual(await self.request(alice, chat_request("lost"), CHAT), 62)
             [carol] = await self.spread(1)
             self.assertEqual(await self.login(carol, "carol"), 33)
@@ -321,19 +319,19 @@ class ClusterFailureTests(ClusterTestCase):
         await self.enter(bob, "bob")
         self.assertEqual(await self.login(ann, "ann"), 0)
         self.redis.stop()
-        await self.until(lambda: not any(n.link.connected for n in self.nodes()))
+        await eventually(lambda: not any(n.link.connected for n in self.nodes()))
         if not isinstance(self.redis, RedisServer):
             self.redis.command("FLUSHALL")
         self.redis.start()
-        await self.until(lambda: all(n.link.connected for n in self.nodes()))
-        await self.until(lambda: b"node-1" in self.redis.command("GET", ann_key))
+        await eventually(lambda: all(n.link.connected for n in self.nodes()))
+        await eventually(lambda: b"node-1" in self.redis.command("GET", ann_key))
         # No ghosts, no duplicates: the same two members, ids still taken.
         [dup] = await self.spread(1)
         self.assertEqual(await self.login(dup, "alice"), 31)
         self.assertEqual(await self.login(dup, "ann"), 31)
-        await self.until(lambda: self.redis.command("HLEN", room_key) == b":2\r\n")
+        await eventually(lambda: self.redis.command("HLEN", room_key) == b":2\r\n")
         before = len(notifies(alice))
-        await self.until(
+        await eventually(
             lambda: all(
                 len(s.cluster.node.channels._confirmed) == 1 for s in self.services
             )  # type: ignore[union-attr]
