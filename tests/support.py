@@ -51,6 +51,17 @@ def check_reactor() -> None:
         )
 
 
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """
+    Wait until C{condition()} holds, checking it every 20 ms.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await deferLater(reactor, 0.02, lambda: None)
+
+
 def free_port() -> int:
     """
     Return a TCP port that was free on 127.0.0.1 a moment ago.

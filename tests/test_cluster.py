@@ -6,7 +6,7 @@ ordered stream per room, the dead-node sweep and Redis restarting empty.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
@@ -19,18 +19,7 @@ from chatsvc.cluster.link import shard_of
 from chatsvc.cluster.stream import ChatEvent, EnterEvent, Event, LeaveEvent, Member
 from chatsvc.host.options import ChatOptions
 from chatsvc.host.redis_login import RedisURL
-from tests.support import RedisServer, reactor, start_redis
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """
-    Wait until C{condition()} holds.
-    """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await deferLater(reactor, 0.02, lambda: None)
+from tests.support import RedisServer, eventually, reactor, start_redis
 
 
 class Listener:

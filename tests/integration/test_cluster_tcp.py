@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 
 from prometheus_client import generate_latest
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -38,6 +37,7 @@ from tests.support import (
     ExternalRedis,
     PacketClient,
     RedisServer,
+    eventually,
     reactor,
     start_redis,
 )
@@ -84,7 +84,7 @@ class ClusterTestCase(IntegrationTestCase):
             self.ports.append(await self.start(service))
             self.services.append(service)
         for node in self.nodes():
-            await self.until(lambda n=node: n._registered)
+            await eventually(lambda n=node: n._registered)
         return self.ports
 
     def cluster_url(self) -> RedisURL | tuple[RedisURL, ...]:
@@ -106,13 +106,6 @@ class ClusterTestCase(IntegrationTestCase):
         for redis in servers.values():
             counts.update(command_counts(redis.command("INFO", "commandstats")))
         return counts
-
-    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = reactor.seconds() + timeout
-        while not condition():
-            if reactor.seconds() > deadline:
-                raise AssertionError("condition not met in time")
-            await pause(0.02)
 
     async def spread(self, count: int) -> list[PacketClient]:
         """
@@ -225,12 +218,12 @@ class ClusterMetricsTests(ClusterTestCase):
         node = self.nodes()[0]
         self.assertIsNone(node.link.health())
         self.redis.stop()
-        await self.until(lambda: not node.link.connected)
+        await eventually(lambda: not node.link.connected)
         self.assertIn("not reachable", node.link.health() or "")
         metrics = generate_latest(service.registry).decode()
         self.assertIn("chatsvc_cluster_connected 0.0", metrics)
         self.redis.start()
-        await self.until(lambda: node.link.connected)
+        await eventually(lambda: node.link.connected)
 
 
 class ClusterRoomTests(ClusterTestCase):
@@ -336,7 +329,7 @@ class ClusterFailureTests(ClusterTestCase):
         with capturedLogs() as events:
             for redis in self.redises:
                 redis.stop()
-            await self.until(lambda: not any(n.link.connected for n in self.nodes()))
+            await eventually(lambda: not any(n.link.connected for n in self.nodes()))
             self.assertEqual(await self.request(alice, chat_request("lost"), CHAT), 62)
             [carol] = await self.spread(1)
             self.assertEqual(await self.login(carol, "carol"), 33)
@@ -356,20 +349,20 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertEqual(await self.login(ann, "ann"), 0)
         for redis in self.redises:
             redis.stop()
-        await self.until(lambda: not any(n.link.connected for n in self.nodes()))
+        await eventually(lambda: not any(n.link.connected for n in self.nodes()))
         for redis in self.redises:
             if not isinstance(redis, RedisServer):
                 redis.command("FLUSHDB")
             redis.start()
-        await self.until(lambda: all(n.link.connected for n in self.nodes()))
-        await self.until(lambda: b"node-1" in ann_shard.command("GET", ann_key))
+        await eventually(lambda: all(n.link.connected for n in self.nodes()))
+        await eventually(lambda: b"node-1" in ann_shard.command("GET", ann_key))
         # No ghosts, no duplicates: the same two members, ids still taken.
         [dup] = await self.spread(1)
         self.assertEqual(await self.login(dup, "alice"), 31)
         self.assertEqual(await self.login(dup, "ann"), 31)
-        await self.until(lambda: room_shard.command("HLEN", room_key) == b":2\r\n")
+        await eventually(lambda: room_shard.command("HLEN", room_key) == b":2\r\n")
         before = len(notifies(alice))
-        await self.until(
+        await eventually(
             lambda: all(
                 len(s.cluster.node.channels._confirmed) == 1 for s in self.services
             )  # type: ignore[union-attr]
