@@ -20,7 +20,10 @@ class NetStats:
     @ivar protocol_errors: connections closed for bad input, by kind.
     @ivar slow_consumers: connections cut off past the send-queue limit.
     @ivar refused: connections refused above the connection limit.
+    @ivar refused_per_ip: connections refused above the per-address limit.
     @ivar idle_timeouts: connections closed for being idle.
+    @ivar deadlines_missed: connections closed at a deadline the application
+        set (the chat stage: no login in time).
     """
 
     packets_in: Counter[int] = field(default_factory=Counter)
@@ -29,4 +32,6 @@ class NetStats:
     protocol_errors: Counter[str] = field(default_factory=Counter)
     slow_consumers: int = 0
     refused: int = 0
+    refused_per_ip: int = 0
     idle_timeouts: int = 0
+    deadlines_missed: int = 0
