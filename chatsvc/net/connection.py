@@ -286,7 +286,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self.factory.stats.idle_timeouts += 1
-        self.log.info(
+        self.factory.warnings.emit(
+            LogLevel.info,
             "Closing {peer} (session {session}): idle for {seconds} s",
             peer=self.peer,
             session=self.session_id,
