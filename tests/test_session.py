@@ -54,7 +54,10 @@ class SessionTestCase(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.app = RecordingApp(echo=True)
         self.config = NetConfig(
-            batch_size=4, send_queue_limit=4096, input_buffer_limit=2048
+            batch_size=4,
+            send_queue_limit=4096,
+            input_buffer_limit=2048,
+            max_connections_per_ip=0,
         )
         self.factory = SessionFactory(self.app, self.config, self.reactor)
 
