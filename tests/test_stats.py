@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.net.codec import Packet
 from chatsvc.net.stats import UNKNOWN_PACKET, NetStats
+from chatsvc.protocol import Packet
 
 
 class ReceivedTests(SynchronousTestCase):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Final
 
-from chatsvc.content.packets import MAX_USER_ID_LEN
+from chatsvc.protocol import MAX_USER_ID_LEN
 
 #: Unicode general categories that may not appear in a user id.
 REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Final
 
-from chatsvc.net.codec import HEADER_SIZE, Packet
+from chatsvc.protocol import HEADER_SIZE, Packet
 
 #: What packets with an id outside L{NetStats.known_ids} are counted under.
 UNKNOWN_PACKET: Final = -1
