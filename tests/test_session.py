@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory, send_to_all
+from chatsvc.net.stats import UNKNOWN_PACKET
 from chatsvc.protocol import Packet, encode_packet
 from tests.support import HalfCloseTransport
 
@@ -296,6 +297,13 @@ class SessionTests(SessionTestCase):
         self.assertIn("Slow consumer", events[0]["log_format"])
 
     def test_counters(self) -> None:
+        """
+        Packets are counted by id for the ids the factory knows, and all
+        others together.
+        """
+        self.factory = SessionFactory(
+            self.app, self.config, self.reactor, known_ids=[1]
+        )
         bad, _ = self.connect(1)
         good, _ = self.connect(2)
         good.dataReceived(encode_packet(1, b"abc") * 2 + encode_packet(7, b""))
@@ -303,8 +311,8 @@ class SessionTests(SessionTestCase):
         with capturedLogs():
             self.turn()
         stats = self.factory.stats
-        self.assertEqual(stats.packets_in, {1: 2, 7: 1})
-        self.assertEqual(stats.bytes_in, {1: 16, 7: 5})
+        self.assertEqual(stats.packets_in, {1: 2, UNKNOWN_PACKET: 1})
+        self.assertEqual(stats.bytes_in, {1: 16, UNKNOWN_PACKET: 5})
         self.assertEqual(stats.bytes_out, 21)
         self.assertEqual(stats.protocol_errors, {"length": 1})
 
@@ -349,3 +357,34 @@ class SessionTests(SessionTestCase):
         session.close("test", linger=5)
         session.connectionLost(Failure(ConnectionError()))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class IdleTimeoutTests(SessionTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory = SessionFactory(
+            self.app, NetConfig(idle_timeout=10), self.reactor
+        )
+        self.session, self.transport = self.connect()
+
+    def test_complete_packets_keep_the_connection(self) -> None:
+        for _ in range(5):
+            self.reactor.advance(9)
+            self.session.dataReceived(encode_packet(1, b"keepalive"))
+            self.turn()
+        self.assertFalse(self.transport.aborted)
+
+    def test_bytes_that_complete_no_packet_do_not(self) -> None:
+        """
+        A byte every few seconds never completes a packet, so it does not
+        hold the connection open.
+        """
+        packet = encode_packet(1, b"never complete")
+        with capturedLogs() as events:
+            for i in range(4):
+                self.reactor.advance(3)
+                self.session.dataReceived(packet[i : i + 1])
+                self.turn()
+        self.assertTrue(self.transport.aborted)
+        self.assertEqual(self.factory.stats.idle_timeouts, 1)
+        self.assertIn("idle", events[0]["log_format"])

@@ -232,6 +232,14 @@ class ChatOptions(SendQueueOptions):
         ["room-capacity", None, 4, "Users per room.", _count],
         ["max-users", None, 10_000, "Logged-in users per server.", _count],
         [
+            "login-timeout",
+            None,
+            10.0,
+            "Close connections not logged in this many seconds after connecting"
+            " (0: never).",
+            _seconds,
+        ],
+        [
             "chat-rate",
             None,
             20.0,
@@ -252,6 +260,7 @@ class ChatOptions(SendQueueOptions):
             max_users=self["max-users"],
             chat_rate=self["chat-rate"],
             chat_burst=self["chat-burst"],
+            login_timeout=self["login-timeout"],
         )
 
     def postOptions(self) -> None:
