@@ -136,16 +136,14 @@ class ClientNetworkTests(SynchronousTestCase):
 @implementer(ITCPTransport)
 class SocketTransport(StringTransport):
     """
-    A L{StringTransport} with a real (unconnected) socket as its handle.
+    A L{StringTransport} with a real (unconnected) socket, where Twisted's TCP
+    transports keep theirs.
     """
 
     def __init__(self) -> None:
         super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
         self.socket = socket.socket()
         self.no_delay = False
-
-    def getHandle(self) -> socket.socket:
-        return self.socket
 
     def setTcpNoDelay(self, enabled: bool) -> None:
         self.no_delay = enabled

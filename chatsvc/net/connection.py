@@ -200,11 +200,13 @@ class ManagedConnection(Protocol, TimeoutMixin):
             # Small packets go out at once instead of waiting for the peer's
             # delayed ACK (Nagle's algorithm), which costs up to 40 ms.
             transport.setTcpNoDelay(True)
-            if config.socket_send_buffer:
+            # The socket itself: under TLS getHandle() is the TLS connection.
+            sock = getattr(transport, "socket", None)
+            if config.socket_send_buffer and isinstance(sock, socket.socket):
                 # Bounds what the kernel holds for a client that stops
                 # reading (Linux autotunes it to megabytes otherwise, and
                 # reserves twice the value set for its bookkeeping).
-                transport.getHandle().setsockopt(  # type: ignore[attr-defined]
+                sock.setsockopt(
                     socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer
                 )
         self.factory.connection_opened(self)
