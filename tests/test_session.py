@@ -336,6 +336,34 @@ class SessionTests(SessionTestCase):
         self.assertEqual(transport.value(), b"held")
         self.assertTrue(transport.write_closed)
 
+    def test_closed_while_scheduled_processes_nothing_more(self) -> None:
+        """
+        Packets that arrived before a server-side close but were not yet
+        processed are not handed over: their answers could not be sent (the
+        stream is closing), so the application must not act on them.
+        """
+        session, transport = self.connect()
+        session.dataReceived(encode_packet(1, b"late"))
+        session.close("test")
+        self.turn()
+        self.assertEqual(self.app.packets(), [])
+        self.assertTrue(transport.write_closed)
+
+    def test_close_reads_again_to_see_the_peer_close(self) -> None:
+        """
+        A session whose reading was paused (its client was not reading) reads
+        again once closed, discarding the input, so that the client's end of
+        the stream is seen instead of waiting for the linger to abort it.
+        """
+        session, transport = self.connect()
+        session._queue.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        session.close("test")
+        self.assertEqual(transport.producerState, "producing")
+        session.dataReceived(encode_packet(1, b"discarded"))
+        self.turn()
+        self.assertEqual(self.app.packets(), [])
+
     def test_close_flushes_then_half_closes(self) -> None:
         """
         A closed session sends what it queued, ends its side of the stream,

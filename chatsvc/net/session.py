@@ -127,6 +127,10 @@ class Session(ManagedConnection):
         )
         self._queue.write_even_if_paused()
         self.finish(linger)
+        if self._reading_paused:
+            # Read again, discarding the input, to see the peer close its side.
+            self._reading_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def shut_down(self) -> None:
         self.close("server shutting down", linger=None)
@@ -147,7 +151,13 @@ class Session(ManagedConnection):
         """
         Hand at most one batch of packets to the application; return whether
         more complete packets may be waiting.
+
+        A session closed since it was scheduled hands over nothing more: what
+        the application would answer could not reach its client any more.
         """
+        if self.closing:
+            self._scheduled = False
+            return False
         try:
             more = self._deliver_batch() == self._batch_size
         except ProtocolError as e:
