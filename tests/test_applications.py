@@ -1,14 +1,16 @@
 """
 Tests for L{chatsvc.host.applications}: the packet-echo application of the
-send-queue stage, the unknown-packet policy, and the chat application's login
-deadline and keepalive.
+send-queue stage, the unknown-packet policy, and the chat application's
+turns, login deadline and keepalive.
 """
 
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.content.chat import ChatConfig
@@ -16,7 +18,16 @@ from chatsvc.content.login import OpenLogin
 from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory
-from chatsvc.protocol import PacketId, encode_packet, login_request
+from chatsvc.protocol import (
+    Packet,
+    PacketDecoder,
+    PacketId,
+    UserLeft,
+    encode_packet,
+    enter_room_request,
+    login_request,
+    parse_event,
+)
 from tests.support import HalfCloseTransport
 
 
@@ -73,6 +84,37 @@ class PacketEchoTests(SynchronousTestCase):
 
 
 class ChatApplicationTests(SynchronousTestCase):
+    def test_disconnect_notifies_the_room_without_other_traffic(self) -> None:
+        """
+        A member's disconnect reaches the others in the room at once: it ends
+        a turn of its own instead of waiting for somebody's next packet.
+        """
+        reactor = MemoryReactorClock()
+        app = ChatApplication(ChatConfig(), OpenLogin(), reactor.seconds)
+        factory = SessionFactory(app, NetConfig(), reactor)
+        transports = []
+        sessions = []
+        for port, user in ((1, "alice"), (2, "bob")):
+            addr = IPv4Address("TCP", "127.0.0.1", port)
+            session = factory.buildProtocol(addr)
+            assert session is not None
+            transport = HalfCloseTransport(peerAddress=addr)
+            session.makeConnection(transport)
+            session.dataReceived(login_request(user, "pw") + enter_room_request(0))
+            reactor.advance(0)
+            reactor.advance(0)
+            transports.append(transport)
+            sessions.append(session)
+        transports[0].clear()
+        with capturedLogs():
+            sessions[1].connectionLost(Failure(ConnectionDone()))
+        reactor.advance(0)
+        events = [parse_event(packet) for packet in decode(transports[0])]
+        self.assertEqual(len(events), 1)
+        self.assertIsInstance(events[0], UserLeft)
+
+
+class LoginDeadlineAndKeepaliveTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.connect()
@@ -139,3 +181,9 @@ class ChatApplicationTests(SynchronousTestCase):
         self.assertEqual(self.receive(ping * 2), ping * 2)
         self.assertEqual(self.app.server.stats.packets_out[PacketId.DEV_ECHO], 3)
         self.assertEqual(self.app.unknown.count, 0)
+
+
+def decode(transport: HalfCloseTransport) -> list[Packet]:
+    decoder = PacketDecoder()
+    decoder.feed(transport.value())
+    return decoder.read_batch(1000)
