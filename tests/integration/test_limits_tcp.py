@@ -269,7 +269,8 @@ class MetricSeriesTests(IntegrationTestCase):
     async def test_a_flood_of_packet_ids_creates_no_series(self) -> None:
         """
         Every packet id chatsvc does not know is counted as C{unknown}: a
-        client sending all 65,523 of them adds one series, not 131,046.
+        logged-in client sending all 65,523 of them adds one series, not
+        131,046.
         """
         metrics_port = free_port()
         service = chat_service(
@@ -281,20 +282,30 @@ class MetricSeriesTests(IntegrationTestCase):
         )
         port = await self.start(service)
         [client] = await self.connect(port)
+        client.send(login_request("flooder", "pw"))
+        await client.wait_events(1)
         known = {int(packet_id) for packet_id in PacketId}
         unknown = [i for i in range(0x10000) if i not in known]
         client.send(b"".join(encode_packet(i) for i in unknown))
         stats = service.factory.stats
-        await until(lambda: sum(stats.packets_in.values()) == len(unknown), 60)
+        await until(lambda: stats.packets_in[UNKNOWN_PACKET] == len(unknown), 120)
         response = await Agent(reactor).request(
             b"GET", f"http://127.0.0.1:{metrics_port}/metrics".encode()
         )
         text = (await readBody(response)).decode()
-        for family, value in (
-            ("chatsvc_packets_in_total", len(unknown)),
-            ("chatsvc_packet_bytes_in_total", 5 * len(unknown)),
+        for family, login, value in (
+            ("chatsvc_packets_in_total", 1, len(unknown)),
+            ("chatsvc_packet_bytes_in_total", 71, 5 * len(unknown)),
         ):
             series = [line for line in text.splitlines() if line.startswith(family)]
-            self.assertEqual(series, [f'{family}{{packet="unknown"}} {value}.0'])
-        self.assertEqual(list(stats.packets_in), [UNKNOWN_PACKET])
+            self.assertEqual(
+                series,
+                [
+                    f'{family}{{packet="LOGIN_REQUEST"}} {login}.0',
+                    f'{family}{{packet="unknown"}} {value}.0',
+                ],
+            )
+        self.assertEqual(
+            set(stats.packets_in), {PacketId.LOGIN_REQUEST, UNKNOWN_PACKET}
+        )
         self.assertLess(len(text), 20_000)
