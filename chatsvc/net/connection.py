@@ -185,6 +185,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
     session_id: int = 0
     network: str | None = None
     peer: str = "?"
+    #: How the peer is connected: C{"tcp"}, or C{"websocket"} (see websocket.py).
+    transport_kind = "tcp"
     closing = False
     _linger: IDelayedCall | None = None
     _deadline: IDelayedCall | None = None
@@ -196,19 +198,22 @@ class ManagedConnection(Protocol, TimeoutMixin):
         transport = self.transport
         config = self.factory.config
         self.peer = describe_peer(transport.getPeer())  # type: ignore[union-attr]
+        if self.transport_kind != "tcp":
+            self.peer += f" via {self.transport_kind}"
         if ITCPTransport.providedBy(transport):
             # Small packets go out at once instead of waiting for the peer's
             # delayed ACK (Nagle's algorithm), which costs up to 40 ms.
             transport.setTcpNoDelay(True)
-            # The socket itself: under TLS getHandle() is the TLS connection.
-            sock = getattr(transport, "socket", None)
-            if config.socket_send_buffer and isinstance(sock, socket.socket):
-                # Bounds what the kernel holds for a client that stops
-                # reading (Linux autotunes it to megabytes otherwise, and
-                # reserves twice the value set for its bookkeeping).
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer
-                )
+        # The socket itself (under TLS getHandle() is the TLS connection; a
+        # WebSocket session's transport hands on its TCP connection's).
+        sock = getattr(transport, "socket", None)
+        if config.socket_send_buffer and isinstance(sock, socket.socket):
+            # Bounds what the kernel holds for a client that stops reading
+            # (Linux autotunes it to megabytes otherwise, and reserves twice
+            # the value set for its bookkeeping).
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer
+            )
         self.factory.connection_opened(self)
         if config.idle_timeout:
             self.setTimeout(config.idle_timeout)
