@@ -59,6 +59,7 @@ from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
 from chatsvc.net.session import SessionFactory, send_to_all
+from chatsvc.protocol import PacketId
 from chatsvc.web.site import chat_site
 
 log = Logger()
@@ -234,7 +235,7 @@ def sendqueue_service(
     """
     reactor = reactor or default_reactor()
     app = PacketEcho(UnknownPackets(disconnect_unknown))
-    factory = SessionFactory(app, config, reactor)
+    factory = SessionFactory(app, config, reactor, known_ids=PacketId)
     collector = StageCollector(
         factory, packets_out=app.packets_out, bytes_out=app.bytes_out
     )
@@ -275,7 +276,7 @@ class ChatService(StageService):
             UnknownPackets(disconnect_unknown),
             self.cluster,
         )
-        factory = SessionFactory(self.application, config, reactor)
+        factory = SessionFactory(self.application, config, reactor, known_ids=PacketId)
         if self.cluster is not None:
             self.cluster.rooms.wake = factory.pump.run_soon
         server = self.application.server
