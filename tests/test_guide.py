@@ -9,6 +9,7 @@ same code blocks, and the layer diagram matches its source.
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.util
 import re
@@ -230,15 +231,21 @@ def bench_script(path: str) -> ModuleType:
 
 def check_command(argv: list[str], test_ids: set[str]) -> None:
     """
-    Parse one command as its program would, or raise.
+    Parse one command as its program would, run from the repository's root
+    as the guide says, or raise.
     """
+    with contextlib.chdir(ROOT):
+        parse_command(argv, test_ids)
+
+
+def parse_command(argv: list[str], test_ids: set[str]) -> None:
     program, args = argv[0], argv[1:]
     if program == "twistd":
         parse_twistd(args)
     elif program == "chatsvc-client":
-        from chatsvc.client.cli import build_parser
+        from chatsvc.client.cli import parse_arguments
 
-        parse_argparse(build_parser().parse_args, args)
+        parse_argparse(parse_arguments, args)
     elif program == "chatsvc-bench":
         from chatsvc.loadtest.cli import parse_args
 
