@@ -93,6 +93,20 @@ def resolve(dotted: str) -> object:
     raise LookupError(f"{dotted}: not importable")
 
 
+def defines(node: ast.stmt, name: str) -> bool:
+    """
+    Whether the statement C{node} gives C{name} a value.
+    """
+    if isinstance(node, ast.ClassDef | ast.FunctionDef):
+        return node.name == name
+    if isinstance(node, ast.Assign):
+        targets = [n for t in node.targets for n in ast.walk(t)]
+        return any(isinstance(n, ast.Name) and n.id == name for n in targets)
+    if isinstance(node, ast.ImportFrom):
+        return any((a.asname or a.name) == name for a in node.names)
+    return False
+
+
 def resolve_iocpreactor(dotted: str) -> None:
     """
     Find a name of Twisted's IOCP reactor in its source: the reactor's
@@ -105,27 +119,10 @@ def resolve_iocpreactor(dotted: str) -> None:
         raise LookupError(f"{dotted}: no module {module.name}")
     scope: list[ast.stmt] = ast.parse(module.read_text("utf-8")).body
     for name in rest[1:]:
-        for node in scope:
-            if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name == name:
-                scope = node.body
-                break
-            if (
-                isinstance(node, ast.Assign)
-                and name
-                in {
-                    n.id
-                    for t in node.targets
-                    for n in ast.walk(t)
-                    if isinstance(n, ast.Name)
-                }
-            ) or (
-                isinstance(node, ast.ImportFrom)
-                and any(a.name == name for a in node.names)
-            ):
-                scope = []
-                break
-        else:
+        node = next((n for n in scope if defines(n, name)), None)
+        if node is None:
             raise LookupError(f"{dotted}: {name!r} not found in {module.name}")
+        scope = node.body if isinstance(node, ast.ClassDef) else []
 
 
 def check_name(dotted: str) -> None:
