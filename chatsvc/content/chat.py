@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from chatsvc.content.presence import LocalPresence, Presence
 from chatsvc.content.rooms import Room, Rooms
 from chatsvc.content.roomstream import LocalRoomStream, RoomStream
+from chatsvc.content.user_ids import user_id_problem
 from chatsvc.protocol import (
     DEFAULT_MAX_PACKET_SIZE,
     ChatRequest,
@@ -76,6 +77,8 @@ class ChatConfig:
     @ivar chat_rate: chat messages per second a user may send on average;
         0 turns the limit off.
     @ivar chat_burst: how many chat messages a user may send at once.
+    @ivar login_timeout: seconds a connection has, from connecting, to log
+        in before it is closed; 0 turns the deadline off.
     """
 
     rooms: int = 10
@@ -85,6 +88,7 @@ class ChatConfig:
     chat_rate: float = 20.0
     chat_burst: int = 40
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    login_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.rooms < 1:
@@ -99,6 +103,8 @@ class ChatConfig:
             raise ValueError("chat_burst must be at least 1")
         if self.max_packet_size < 64:
             raise ValueError("max_packet_size must be at least 64")
+        if self.login_timeout < 0:
+            raise ValueError("login_timeout must be 0 (off) or positive")
 
 
 @dataclass(slots=True)
@@ -272,7 +278,7 @@ class ChatServer(Generic[H]):
         user_id = request.user_id
         if client.state is not State.NONE:
             result = Result.LOGIN_USER_ALREADY
-        elif not user_id:
+        elif user_id_problem(user_id) is not None:
             result = Result.LOGIN_USER_INVALID_PW
         elif self.users >= self.config.max_users:
             result = Result.LOGIN_USER_USED_ALL_OBJ

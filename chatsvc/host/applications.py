@@ -7,7 +7,6 @@ Each one only translates between sessions and a core: packets in, bytes out.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
@@ -34,16 +33,18 @@ class UnknownPackets:
     """
     Counts packets with ids an application does not handle, and either
     ignores them (logged at debug level) or treats them as protocol errors.
+
+    @ivar count: how many there were.
     """
 
     log = Logger()
 
     def __init__(self, disconnect: bool = False) -> None:
         self.disconnect = disconnect
-        self.counts: Counter[int] = Counter()
+        self.count = 0
 
     def __call__(self, session: Session, packet: Packet) -> None:
-        self.counts[packet.packet_id] += 1
+        self.count += 1
         if self.disconnect:
             raise ProtocolError(f"unknown packet id {packet.packet_id}", "unknown-id")
         self.log.debug(
@@ -109,6 +110,10 @@ class ChatApplication:
     """
     The chat stage: sessions feed a L{ChatServer}, logins go to a
     L{LoginBackend}, and the server's output goes back to sessions.
+
+    A connection has C{config.login_timeout} seconds to log in. DEV_ECHO
+    packets come back as the send-queue stage sends them: the keepalive of a
+    client that only listens.
     """
 
     log = Logger()
@@ -123,18 +128,24 @@ class ChatApplication:
         self.login = login
         self.unknown = unknown if unknown is not None else UnknownPackets()
         self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        self.login_timeout = config.login_timeout
 
     def connected(self, session: Session) -> None:
         self.server.connect(session)
+        session.set_deadline(self.login_timeout, "log in")
 
     def packets_received(self, session: Session, packets: list[Packet]) -> None:
         handle = self.server.handle
         for packet in packets:
             request = parse_request(packet.packet_id, packet.body)
-            if request is None:
-                self.unknown(session, packet)
-            else:
+            if request is not None:
                 handle(session, request)
+            elif packet.packet_id == DEV_ECHO:
+                echo = encode_packet(DEV_ECHO, packet.body, packet.type)
+                self.server.stats.sent(PacketId.DEV_ECHO, len(echo))
+                session.send(echo)
+            else:
+                self.unknown(session, packet)
             if session.closing:
                 break
 
@@ -178,6 +189,8 @@ class ChatApplication:
                 peer=client.peer,
             )
         self.server.login_checked(client, accepted)
+        if accepted:
+            client.clear_deadline()
 
     def _login_failed(self, failure: Failure, client: Session, user_id: bytes) -> None:
         self.log.error(

@@ -60,6 +60,14 @@ class NetOptions(ConfigFileOptions):
             _count,
         ],
         [
+            "max-connections-per-ip",
+            None,
+            64,
+            "Connections one client address (IPv6: one /64) may have open;"
+            " more are closed at once (0: no limit).",
+            _count,
+        ],
+        [
             "max-packet-size",
             None,
             1024,
@@ -79,8 +87,17 @@ class NetOptions(ConfigFileOptions):
             "idle-timeout",
             None,
             0.0,
-            "Close connections silent for this many seconds (0: never).",
+            "Close connections that sent no complete packet (the echo stage:"
+            " no byte) for this many seconds (0: never).",
             _seconds,
+        ],
+        [
+            "socket-send-buffer",
+            None,
+            64 * 1024,
+            "Kernel send buffer (SO_SNDBUF) of each connection, in bytes"
+            " (0: the kernel's default, autotuned to megabytes on Linux).",
+            _count,
         ],
         [
             "metrics",
@@ -131,9 +148,11 @@ class NetOptions(ConfigFileOptions):
         """
         return NetConfig(
             max_connections=self["max-connections"],
+            max_connections_per_ip=self["max-connections-per-ip"],
             max_packet_size=self["max-packet-size"],
             send_queue_limit=self["send-queue-limit"],
             idle_timeout=self["idle-timeout"],
+            socket_send_buffer=self["socket-send-buffer"],
         )
 
     def effective(self) -> dict[str, object]:
@@ -215,6 +234,14 @@ class ChatOptions(SendQueueOptions):
         ["room-capacity", None, 4, "Users per room.", _count],
         ["max-users", None, 10_000, "Logged-in users per server.", _count],
         [
+            "login-timeout",
+            None,
+            10.0,
+            "Close connections not logged in this many seconds after connecting"
+            " (0: never).",
+            _seconds,
+        ],
+        [
             "chat-rate",
             None,
             20.0,
@@ -249,6 +276,7 @@ class ChatOptions(SendQueueOptions):
             max_users=self["max-users"],
             chat_rate=self["chat-rate"],
             chat_burst=self["chat-burst"],
+            login_timeout=self["login-timeout"],
         )
 
     def postOptions(self) -> None:

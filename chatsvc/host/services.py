@@ -41,6 +41,7 @@ from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
 from chatsvc.net.session import SessionFactory
+from chatsvc.protocol import PacketId
 from chatsvc.web.site import chat_site
 
 log = Logger()
@@ -202,7 +203,7 @@ def sendqueue_service(
     """
     reactor = reactor or default_reactor()
     app = PacketEcho(UnknownPackets(disconnect_unknown))
-    factory = SessionFactory(app, config, reactor)
+    factory = SessionFactory(app, config, reactor, known_ids=PacketId)
     collector = StageCollector(
         factory, packets_out=app.packets_out, bytes_out=app.bytes_out
     )
@@ -232,7 +233,7 @@ class ChatService(StageService):
         self.application = ChatApplication(
             chat, login, reactor.seconds, UnknownPackets(disconnect_unknown)
         )
-        factory = SessionFactory(self.application, config, reactor)
+        factory = SessionFactory(self.application, config, reactor, known_ids=PacketId)
         server = self.application.server
         collector = StageCollector(
             factory,

@@ -130,7 +130,8 @@ class ManyUsersTests(ChatTestCase):
         )
         per_room = users // rooms
         port = await self.start_chat(
-            ChatConfig(rooms=rooms, room_capacity=per_room, chat_rate=0)
+            ChatConfig(rooms=rooms, room_capacity=per_room, chat_rate=0),
+            NetConfig(max_connections_per_ip=0),  # all users come from 127.0.0.1
         )
         clients = await self.connect(port, users)
         for i, client in enumerate(clients):
@@ -260,7 +261,7 @@ class RedisLoginTests(ChatTestCase):
         """
         for i in range(0, 300, 2):
             self.redis.command("SET", f"user{i}", f"pw{i}")
-        port = await self.start_redis_chat()
+        port = await self.start_redis_chat(net=NetConfig(max_connections_per_ip=0))
         clients = await self.connect(port, 300)
         for i, client in enumerate(clients):
             client.send(login_request(f"user{i}", f"pw{i}"))
