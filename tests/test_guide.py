@@ -380,6 +380,18 @@ class GuideTests(SynchronousTestCase):
                     text, r"(?m)^(twistd|chatsvc-client|chatsvc-bench) ", page.name
                 )
 
+    def test_measured_numbers_are_the_benchmarks(self) -> None:
+        """
+        Every count on the optimisation page (a number with thousands
+        separators) is one that C{bench/README.md} reports.
+        """
+        results = (ROOT / "bench" / "README.md").read_text("utf-8")
+        for language in LANGUAGES:
+            page = (GUIDE / language / "11-optimisation.md").read_text("utf-8")
+            numbers = set(re.findall(r"\d{1,3}(?:,\d{3})+", page))
+            self.assertGreaterEqual(len(numbers), 8)
+            self.assertEqual(sorted(n for n in numbers if n not in results), [])
+
     def test_diagram_matches_its_source(self) -> None:
         svg = DIAGRAM.read_text("utf-8")
         source = DIAGRAM_SOURCE.read_text("utf-8")
