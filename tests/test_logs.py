@@ -9,6 +9,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
@@ -130,9 +131,11 @@ class FakeEventLog:
 class EventLogTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.fake = FakeEventLog()
-        self.patch(sys, "modules", dict(sys.modules))
-        sys.modules["win32evtlog"] = self.fake  # type: ignore[assignment]
-        sys.modules["win32evtlogutil"] = self.fake  # type: ignore[assignment]
+        modules = mock.patch.dict(
+            sys.modules, {"win32evtlog": self.fake, "win32evtlogutil": self.fake}
+        )
+        modules.start()
+        self.addCleanup(modules.stop)
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
 
