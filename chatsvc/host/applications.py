@@ -14,6 +14,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatsvc.cluster.chat import ClusterChat
+from chatsvc.cluster.link import ClusterUnavailableError
 from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
 from chatsvc.net.session import Session, send_to_all
@@ -21,6 +23,7 @@ from chatsvc.protocol import (
     Packet,
     PacketId,
     ProtocolError,
+    Result,
     encode_packet,
     parse_request,
 )
@@ -124,10 +127,23 @@ class ChatApplication:
         login: LoginBackend,
         clock: Callable[[], float],
         unknown: UnknownPackets | None = None,
+        cluster: ClusterChat | None = None,
     ) -> None:
         self.login = login
         self.unknown = unknown if unknown is not None else UnknownPackets()
-        self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        self.cluster = cluster
+        if cluster is None:
+            self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        else:
+            self.server = ChatServer(
+                self,
+                config,
+                clock=clock,
+                presence=cluster.presence,
+                unique_ids=cluster.unique_ids,
+                shared_rooms=cluster.rooms,
+            )
+            cluster.bind(self.server, _drop)
         self.login_timeout = config.login_timeout
 
     def connected(self, session: Session) -> None:
@@ -165,7 +181,7 @@ class ChatApplication:
         send_to_all(to, data)
 
     def check_login(self, client: Session, user_id: bytes, password: bytes) -> None:
-        checking = ensureDeferred(self.login.check(user_id, password))
+        checking = ensureDeferred(self._check_login(user_id, password))
         checking.addCallbacks(
             self._login_checked,
             self._login_failed,
@@ -173,7 +189,23 @@ class ChatApplication:
             errbackArgs=(client, user_id),
         )
 
-    def _login_checked(self, accepted: bool, client: Session, user_id: bytes) -> None:
+    async def _check_login(self, user_id: bytes, password: bytes) -> Result:
+        if not await self.login.check(user_id, password):
+            return Result.LOGIN_USER_INVALID_PW
+        if self.cluster is not None:
+            return await self.cluster.admit(user_id)
+        return Result.NONE
+
+    def _login_checked(self, result: Result, client: Session, user_id: bytes) -> None:
+        if result is Result.LOGIN_USER_ALREADY:
+            self.log.info(
+                "Login refused for {user!r} from {peer}: logged in on another node",
+                user=user_id.decode("utf-8", "replace"),
+                peer=client.peer,
+            )
+            self.server.login_checked(client, False, result)
+            return
+        accepted = result is Result.NONE
         if accepted:
             self.log.info(
                 "Login {user!r} from {peer} (session {session})",
@@ -193,11 +225,18 @@ class ChatApplication:
             client.clear_deadline()
 
     def _login_failed(self, failure: Failure, client: Session, user_id: bytes) -> None:
+        backend = self.login.description
+        if self.cluster is not None and failure.check(ClusterUnavailableError):
+            backend = self.cluster.node.link.description
         self.log.error(
             "Login of {user!r} from {peer} failed: {backend} did not answer: {error}",
             user=user_id.decode("utf-8", "replace"),
             peer=client.peer,
-            backend=self.login.description,
+            backend=backend,
             error=failure.getErrorMessage() or repr(failure.value),
         )
         self.server.login_checked(client, False)
+
+
+def _drop(session: Session) -> None:
+    session.close("the cluster no longer counts this user as logged in here")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
+from chatsvc.cluster.config import ClusterConfig, default_node_id
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.config import ConfigFileOptions
 from chatsvc.host.logs import LogSettings, parse_levels, use_with_twistd
@@ -160,9 +161,9 @@ class NetOptions(ConfigFileOptions):
         Every option's value, secrets masked, for the start-up log.
         """
         values = {key: value for key, value in self.opts.items() if value is not None}
-        redis: RedisURL | None = getattr(self, "redis", None)
-        if redis is not None:
-            values["redis"] = str(redis)
+        for key in ("redis", "cluster"):
+            if values.get(key):
+                values[key] = str(RedisURL.parse(str(values[key])))
         return values
 
     def log_settings(self) -> LogSettings:
@@ -250,6 +251,23 @@ class ChatOptions(SendQueueOptions):
         ],
         ["chat-burst", None, 40, "Chat messages a user may send at once.", _count],
         [
+            "cluster",
+            None,
+            None,
+            "Serve one chat with the other nodes that use this Redis URL"
+            " (redis://[user:password@]host:port/db); without it this server is"
+            " the whole chat.",
+        ],
+        ["node-id", None, None, "This node's name in the cluster (default host-pid)."],
+        [
+            "node-timeout",
+            None,
+            10.0,
+            "Seconds after which the cluster drops a node that stopped answering.",
+            _seconds,
+        ],
+        ["cluster-key-prefix", None, "chatsvc:", "Prefix of the cluster's Redis keys."],
+        [
             "web",
             None,
             None,
@@ -284,6 +302,16 @@ class ChatOptions(SendQueueOptions):
         try:
             self.chat = self.chat_config()
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
+            self.cluster = (
+                ClusterConfig(
+                    RedisURL.parse(self["cluster"]),
+                    self["node-id"] or default_node_id(),
+                    node_timeout=self["node-timeout"],
+                    prefix=self["cluster-key-prefix"],
+                )
+                if self["cluster"]
+                else None
+            )
             origins = [o.strip() for o in self["web-origins"].split(",") if o.strip()]
             self.host = replace(
                 self.host,
