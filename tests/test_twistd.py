@@ -36,10 +36,16 @@ class Twistd:
     A twistd process, its log read line by line.
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        twistd: list[str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
         self.process = subprocess.Popen(
-            [*_twistd(), "-n", "--pidfile=", *args],
-            cwd=ROOT,
+            [*(twistd or _twistd()), "-n", "--pidfile=", *args],
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
