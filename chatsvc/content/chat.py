@@ -64,6 +64,11 @@ class Outbox(Protocol[H_contra]):
         Check the credentials and answer with L{ChatServer.login_checked}.
         """
 
+    def login_refused(self, client: H_contra, user_id: bytes, result: Result) -> None:
+        """
+        A login was refused with C{result} before its credentials were checked.
+        """
+
 
 @dataclass(frozen=True, slots=True)
 class ChatConfig:
@@ -276,6 +281,7 @@ class ChatServer(Generic[H]):
             client.user_id = user_id
             self._outbox.check_login(handle, user_id, request.password)
             return
+        self._outbox.login_refused(handle, user_id, result)
         self._reply(handle, PacketId.LOGIN_RESPONSE, result)
 
     def _enter(self, handle: H, client: Client, request: EnterRoomRequest) -> None:

@@ -7,42 +7,61 @@ Each one only translates between sessions and a core: packets in, bytes out.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
 from twisted.internet.defer import ensureDeferred
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
-from chatsvc.content.packets import PacketId, parse_request
+from chatsvc.content.packets import PacketId, Result, parse_request
 from chatsvc.net.codec import Packet, ProtocolError, encode_packet
+from chatsvc.net.lograte import RateLimitedLog
 from chatsvc.net.sendqueue import push_to_all
 from chatsvc.net.session import Session
 
 DEV_ECHO = PacketId.DEV_ECHO.value
 _packet_id = itemgetter(0)
 
+#: Login lines per second on average, and at once: a login storm must not
+#: flood the log (what is dropped is counted in the next line).
+LOGIN_LOG_RATE = 10.0
+LOGIN_LOG_BURST = 50
+
+_REFUSED = {
+    Result.LOGIN_USER_ALREADY: "the user is logged in already, or this"
+    " connection is (or is logging in)",
+    Result.LOGIN_USER_USED_ALL_OBJ: "the server is at --max-users",
+    Result.LOGIN_USER_INVALID_PW: "invalid user id",
+}
+
 
 class UnknownPackets:
     """
     Counts packets with ids an application does not handle, and either
-    ignores them (logged at debug level) or treats them as protocol errors.
+    ignores them (logged at debug level, rate-limited) or treats them as
+    protocol errors.
     """
 
     log = Logger()
 
-    def __init__(self, disconnect: bool = False) -> None:
+    def __init__(
+        self, disconnect: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.disconnect = disconnect
         self.counts: Counter[int] = Counter()
+        self._lines = RateLimitedLog(self.log, clock)
 
     def __call__(self, session: Session, packet: Packet) -> None:
         self.counts[packet.packet_id] += 1
         if self.disconnect:
             raise ProtocolError(f"unknown packet id {packet.packet_id}", "unknown-id")
-        self.log.debug(
+        self._lines.emit(
+            LogLevel.debug,
             "Ignored packet id {packet_id} ({size} bytes) from {peer}",
             packet_id=packet.packet_id,
             size=len(packet.body),
@@ -101,7 +120,9 @@ class PacketEcho:
 class ChatApplication:
     """
     The chat stage: sessions feed a L{ChatServer}, logins go to a
-    L{LoginBackend}, and the server's output goes back to sessions.
+    L{LoginBackend}, and the server's output goes back to sessions. Every
+    login result is logged, at most L{LOGIN_LOG_RATE} lines a second of each
+    kind.
     """
 
     log = Logger()
@@ -116,6 +137,9 @@ class ChatApplication:
         self.login = login
         self.unknown = unknown if unknown is not None else UnknownPackets()
         self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        self.login_log = RateLimitedLog(
+            self.log, clock, rate=LOGIN_LOG_RATE, burst=LOGIN_LOG_BURST
+        )
 
     def connected(self, session: Session) -> None:
         self.server.connect(session)
@@ -155,17 +179,29 @@ class ChatApplication:
             errbackArgs=(client, user_id),
         )
 
+    def login_refused(self, client: Session, user_id: bytes, result: Result) -> None:
+        self.login_log.emit(
+            LogLevel.info,
+            "Login refused ({result}) for {user!r} from {peer}: {reason}",
+            result=int(result),
+            user=user_id.decode("utf-8", "replace"),
+            peer=client.peer,
+            reason=_REFUSED.get(result, result.name),
+        )
+
     def _login_checked(self, accepted: bool, client: Session, user_id: bytes) -> None:
         if accepted:
-            self.log.info(
+            self.login_log.emit(
+                LogLevel.info,
                 "Login {user!r} from {peer} (session {session})",
                 user=user_id.decode("utf-8", "replace"),
                 peer=client.peer,
                 session=client.session_id,
             )
         else:
-            self.log.info(
-                "Login refused for {user!r} from {peer}: unknown user or wrong"
+            self.login_log.emit(
+                LogLevel.info,
+                "Login refused (33) for {user!r} from {peer}: unknown user or wrong"
                 " password",
                 user=user_id.decode("utf-8", "replace"),
                 peer=client.peer,
@@ -173,7 +209,8 @@ class ChatApplication:
         self.server.login_checked(client, accepted)
 
     def _login_failed(self, failure: Failure, client: Session, user_id: bytes) -> None:
-        self.log.error(
+        self.login_log.emit(
+            LogLevel.error,
             "Login of {user!r} from {peer} failed: {backend} did not answer: {error}",
             user=user_id.decode("utf-8", "replace"),
             peer=client.peer,

@@ -10,14 +10,20 @@ import ipaddress
 import signal
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+)
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatsvc._version import __version__
 from chatsvc.content.chat import ChatConfig
@@ -32,6 +38,7 @@ from chatsvc.host.metrics import (
 from chatsvc.host.options import ChatOptions, EchoOptions, NetOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisLogin, RedisURL
 from chatsvc.host.settings import HostConfig
+from chatsvc.host.startup import StartupError, exit_with_error
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
@@ -46,28 +53,48 @@ class ListeningService(Service):
 
     @ivar port: the listening port while listening.
     @ivar listening: fires with the port once listening.
+    @ivar check: called with the port before it counts as listening; what it
+        raises stops the service from starting.
     """
 
     def __init__(
-        self, name: str, endpoint: str, factory: IProtocolFactory, reactor: IReactorTime
+        self,
+        name: str,
+        endpoint: str,
+        factory: IProtocolFactory,
+        reactor: IReactorTime,
+        check: Callable[[IListeningPort], None] | None = None,
     ) -> None:
         self.setName(name)
         self.endpoint = endpoint
         self.factory = factory
         self.reactor = reactor
+        self.check = check
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
 
     def startService(self) -> None:
         super().startService()
         listening = serverFromString(self.reactor, self.endpoint).listen(self.factory)
-        failures: list[Any] = []
-        listening.addCallbacks(self._listening, failures.append)
+        failures: list[Failure] = []
+        listening.addCallback(self._listening).addErrback(failures.append)
         if failures:
             # Endpoints that fail synchronously (a port in use) stop twistd.
-            raise failures[0].value
+            error = failures[0].value
+            if isinstance(error, StartupError):
+                raise error
+            reason = getattr(error, "socketError", None) or error
+            raise StartupError(
+                f"cannot listen on {self.endpoint} ({self.name}): {reason}"
+            )
 
     def _listening(self, port: IListeningPort) -> None:
+        if self.check is not None:
+            try:
+                self.check(port)
+            except BaseException:
+                port.stopListening()
+                raise
         self.port = port
         log.info(
             "chatsvc {stage} listening on {address} ({reactor})",
@@ -91,7 +118,12 @@ class StageService(MultiService):
     shutdown (stop accepting, let queued output out, close, release).
 
     @ivar registry: the Prometheus registry of this stage's metrics.
+    @ivar exit_on_startup_error: what twistd runs sets this to the command's
+        name: a L{StartupError} then ends the process with one line on
+        standard error instead of a traceback.
     """
+
+    exit_on_startup_error: str | None = None
 
     def __init__(
         self,
@@ -108,7 +140,9 @@ class StageService(MultiService):
         self.stage = stage
         self.factory = factory
         self.host = host
-        self.listener = ListeningService(stage, endpoint, factory, reactor)
+        self.listener = ListeningService(
+            stage, endpoint, factory, reactor, self.check_listening
+        )
         self.listener.setServiceParent(self)
         self.registry = CollectorRegistry()
         self.registry.register(collector)
@@ -126,7 +160,21 @@ class StageService(MultiService):
             settings=", ".join(f"{k}={v}" for k, v in sorted(self.settings.items()))
             or "defaults",
         )
-        super().startService()
+        try:
+            super().startService()
+        except StartupError as e:
+            if self.exit_on_startup_error is None:
+                raise
+            log.critical(
+                "chatsvc {stage} cannot start: {error}", stage=self.stage, error=e
+            )
+            exit_with_error(self.exit_on_startup_error, str(e))
+
+    def check_listening(self, port: IListeningPort) -> None:
+        """
+        Called with the stage's listening port before it accepts connections;
+        raise L{StartupError} to refuse to start.
+        """
 
     def _accepting(self) -> str | None:
         if self.running and self.listener.port is not None:
@@ -191,7 +239,7 @@ def sendqueue_service(
     The send-queue stage: framed DEV_ECHO through per-session send queues.
     """
     reactor = reactor or default_reactor()
-    app = PacketEcho(UnknownPackets(disconnect_unknown))
+    app = PacketEcho(UnknownPackets(disconnect_unknown, reactor.seconds))
     factory = SessionFactory(app, config, reactor)
     collector = StageCollector(
         factory, packets_out=app.packets_out, bytes_out=app.bytes_out
@@ -216,11 +264,16 @@ class ChatService(StageService):
         host: HostConfig | None = None,
         *,
         disconnect_unknown: bool = False,
+        open_login_anywhere: bool = False,
     ) -> None:
         reactor = reactor or default_reactor()
         self.login = login
+        self.open_login_anywhere = open_login_anywhere
         self.application = ChatApplication(
-            chat, login, reactor.seconds, UnknownPackets(disconnect_unknown)
+            chat,
+            login,
+            reactor.seconds,
+            UnknownPackets(disconnect_unknown, reactor.seconds),
         )
         factory = SessionFactory(self.application, config, reactor)
         factory.pump.add_turn_hook(self.application.end_of_turn)
@@ -242,25 +295,45 @@ class ChatService(StageService):
         )
         if isinstance(login, RedisLogin):
             login.observe_latency = redis_latency(self.registry).observe
-        self.listener.listening.addCallback(self._warn_if_open)
 
-    def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
+    def check_listening(self, port: IListeningPort) -> None:
+        """
+        Refuse open login on an interface other than loopback unless told
+        C{open_login_anywhere}; warn when told.
+        """
         log.info("Logins checked by {login}", login=self.login.description)
-        host = getattr(port.getHost(), "host", "")
-        try:
-            loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback
-        except ValueError:
-            loopback = False
-        if isinstance(self.login, OpenLogin) and not loopback:
-            log.warn(
-                "Open login on {address}: ANYONE who can reach it can log in as any"
-                " user. Use --redis, or listen on 127.0.0.1 only.",
-                address=describe_peer(port.getHost()),
+        if not isinstance(self.login, OpenLogin) or _local(port.getHost()):
+            return
+        address = describe_peer(port.getHost())
+        if not self.open_login_anywhere:
+            raise StartupError(
+                f"open login on {address} refused: anyone who can reach it could"
+                " log in as any user. Listen on loopback (the default,"
+                " tcp:11021:interface=127.0.0.1), check logins with --redis, or"
+                " allow it with --open-login-anywhere"
             )
-        return port
+        log.warn(
+            "Open login on {address}: ANYONE who can reach it can log in as any"
+            " user (--open-login-anywhere).",
+            address=address,
+        )
 
     async def release(self) -> None:
         await self.login.close()
+
+
+def _local(address: IAddress) -> bool:
+    """
+    Whether only this machine can connect to C{address}: a loopback IP
+    address, or not an IP address at all (a UNIX socket).
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def chat_service(
@@ -274,9 +347,13 @@ def chat_service(
     redis_key_prefix: bytes = b"",
     redis_timeout: float = 2.0,
     disconnect_unknown: bool = False,
+    open_login_anywhere: bool = False,
 ) -> ChatService:
     """
     The chat stage, with open login or, given C{redis}, Redis login.
+
+    Open login on an interface other than loopback fails to start with
+    L{StartupError} unless C{open_login_anywhere} is given.
     """
     reactor = reactor or default_reactor()
     login: LoginBackend = (
@@ -294,6 +371,7 @@ def chat_service(
         reactor,
         host,
         disconnect_unknown=disconnect_unknown,
+        open_login_anywhere=open_login_anywhere,
     )
 
 
@@ -324,6 +402,9 @@ def exit_cleanly_on_signals(reactor: _RunningReactor) -> None:
 
 def _twistd_service(service: StageService, options: NetOptions) -> IService:
     service.settings = options.effective()
+    twistd = getattr(options, "parent", None)
+    if twistd is not None:
+        service.exit_on_startup_error = f"twistd {twistd.subCommand}"
     exit_cleanly_on_signals(cast(_RunningReactor, default_reactor()))
     return service
 
@@ -366,6 +447,7 @@ def make_chat_service(options: ChatOptions) -> IService:
             redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
             redis_timeout=options["redis-timeout"],
             disconnect_unknown=options["disconnect-unknown"],
+            open_login_anywhere=bool(options["open-login-anywhere"]),
         ),
         options,
     )

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
@@ -63,6 +63,7 @@ class LimitedFactory(ServerFactory):
         self.connections: dict[int, ManagedConnection] = {}
         self.stats = NetStats()
         self.warnings = RateLimitedLog(self.log, self.reactor.seconds)
+        self.disconnects = RateLimitedLog(ManagedConnection.log, self.reactor.seconds)
         self._ids = itertools.count(1)
         self._all_closed: list[Deferred[None]] = []
 
@@ -156,7 +157,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self.factory.connection_closed(self)
-        self.log.debug(
+        self.factory.disconnects.emit(
+            LogLevel.debug,
             "Disconnected {peer} (session {session}): {reason}",
             peer=self.peer,
             session=self.session_id,
