@@ -118,12 +118,18 @@ class NetOptions(ConfigFileOptions):
             "On SIGTERM/SIGINT, seconds to let connections write what is queued.",
             _seconds,
         ],
-        ["log-format", None, "text", "Log as readable text or as JSON (text, json)."],
+        [
+            "log-format",
+            None,
+            "text",
+            "Log as readable text or as JSON, one object per line (text, json).",
+        ],
         [
             "log-file",
             None,
             None,
-            "Log to this file, rotated by size (default: stdout).",
+            "Log to this file, rotated by size (default: where twistd logs,"
+            " stdout with -n).",
         ],
         [
             "log-max-size",
