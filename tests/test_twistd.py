@@ -26,7 +26,7 @@ from chatsvc.content.packets import (
     login_request,
 )
 from chatsvc.net.codec import Packet, PacketDecoder, encode_packet
-from tests.support import free_port
+from tests.support import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -268,6 +268,39 @@ class TwistdTests(SynchronousTestCase):
             log = "".join(twistd.log)
             self.assertEqual("Ignored packet id 500" in log, debug, log)
             self.assertEqual("#debug]" in log, debug, log)
+
+    def test_redis_down_and_back_in_two_lines(self) -> None:
+        """
+        While Redis is down the log says so once (not once per reconnection
+        attempt), a login that cannot be checked says it timed out, and
+        Redis coming back is one line.
+        """
+        redis = RedisServer()
+        self.addCleanup(redis.close)
+        twistd, port = self.run_stage(
+            [
+                "chatsvc",
+                "--listen",
+                self.listen(),
+                "--redis",
+                redis.url,
+                "--redis-timeout",
+                "0.5",
+            ]
+        )
+        twistd.wait_for(r"is down; logins fail with 33")
+        self.assertEqual(
+            exchange(port, login_request("u", "p"), 7), encode_packet(202, b"\x21\0")
+        )
+        twistd.wait_for(r"did not answer: timed out after 0\.5 s")
+        time.sleep(2)
+        redis.start()
+        twistd.wait_for(r"is up")
+        self.assertStopped(twistd)
+        log = "".join(twistd.log)
+        self.assertEqual(log.count(" is down"), 1)
+        self.assertEqual(log.count(" is up"), 1)
+        self.assertNotIn("retry", log)
 
     def test_open_login_on_every_interface(self) -> None:
         """

@@ -63,7 +63,6 @@ class LimitedFactory(ServerFactory):
         self.connections: dict[int, ManagedConnection] = {}
         self.stats = NetStats()
         self.warnings = RateLimitedLog(self.log, self.reactor.seconds)
-        self.disconnects = RateLimitedLog(ManagedConnection.log, self.reactor.seconds)
         self._ids = itertools.count(1)
         self._all_closed: list[Deferred[None]] = []
 
@@ -157,7 +156,7 @@ class ManagedConnection(Protocol, TimeoutMixin):
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self.factory.connection_closed(self)
-        self.factory.disconnects.emit(
+        self.factory.warnings.emit(
             LogLevel.debug,
             "Disconnected {peer} (session {session}): {reason}",
             peer=self.peer,
