@@ -15,7 +15,6 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import OpenLogin
-from chatsvc.content.packets import login_request
 from chatsvc.host.applications import (
     LOGIN_LOG_BURST,
     ChatApplication,
@@ -23,9 +22,9 @@ from chatsvc.host.applications import (
     UnknownPackets,
 )
 from chatsvc.host.redis_login import RedisLogin, RedisURL
-from chatsvc.net.codec import encode_packet
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory
+from chatsvc.protocol import encode_packet, login_request
 from tests.support import HalfCloseTransport
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatsvc.host import logs
 from chatsvc.host.logs import (
     LogSettings,
     make_observer,
@@ -172,4 +173,9 @@ class ObserverTests(SynchronousTestCase):
         self.assertNotIn("a debug line", text)
 
     def test_outside_twistd_nothing_changes(self) -> None:
-        use_with_twistd(LogSettings(format="json"), None)
+        """
+        Outside twistd the settings are not kept for twistd's observer.
+        """
+        settings = LogSettings(format="json", max_size=123_457)
+        use_with_twistd(settings, None)
+        self.assertNotIn(settings, [kept for kept, _ in logs._twistd])

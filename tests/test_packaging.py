@@ -19,8 +19,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.content.packets import login_request
-from chatsvc.net.codec import encode_packet
+from chatsvc.protocol import encode_packet, login_request
 from tests.support import free_port
 from tests.test_twistd import Twistd, exchange
 

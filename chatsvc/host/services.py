@@ -276,7 +276,6 @@ class ChatService(StageService):
             UnknownPackets(disconnect_unknown, reactor.seconds),
         )
         factory = SessionFactory(self.application, config, reactor)
-        factory.pump.add_turn_hook(self.application.end_of_turn)
         server = self.application.server
         collector = StageCollector(
             factory,
