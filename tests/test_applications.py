@@ -1,6 +1,7 @@
 """
 Tests for L{chatsvc.host.applications}: the packet-echo application of the
-send-queue stage, the unknown-packet policy, and what the chat stage logs.
+send-queue stage, the unknown-packet policy, the chat application's turns,
+and what the chat stage logs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from chatsvc.host.applications import (
 from chatsvc.host.redis_login import RedisLogin, RedisURL
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory
-from chatsvc.protocol import encode_packet, login_request
+from chatsvc.protocol import (
+    Packet,
+    PacketDecoder,
+    UserLeft,
+    encode_packet,
+    enter_room_request,
+    login_request,
+    parse_event,
+)
 from tests.support import HalfCloseTransport
 
 
@@ -80,6 +89,43 @@ class PacketEchoTests(SynchronousTestCase):
         self.assertIn("unknown packet id 500", events[-1]["reason"])
 
 
+class ChatApplicationTests(SynchronousTestCase):
+    def test_disconnect_notifies_the_room_without_other_traffic(self) -> None:
+        """
+        A member's disconnect reaches the others in the room at once: it ends
+        a turn of its own instead of waiting for somebody's next packet.
+        """
+        reactor = MemoryReactorClock()
+        app = ChatApplication(ChatConfig(), OpenLogin(), reactor.seconds)
+        factory = SessionFactory(app, NetConfig(), reactor)
+        transports = []
+        sessions = []
+        for port, user in ((1, "alice"), (2, "bob")):
+            addr = IPv4Address("TCP", "127.0.0.1", port)
+            session = factory.buildProtocol(addr)
+            assert session is not None
+            transport = HalfCloseTransport(peerAddress=addr)
+            session.makeConnection(transport)
+            session.dataReceived(login_request(user, "pw") + enter_room_request(0))
+            reactor.advance(0)
+            reactor.advance(0)
+            transports.append(transport)
+            sessions.append(session)
+        transports[0].clear()
+        with capturedLogs():
+            sessions[1].connectionLost(Failure(ConnectionDone()))
+        reactor.advance(0)
+        events = [parse_event(packet) for packet in decode(transports[0])]
+        self.assertEqual(len(events), 1)
+        self.assertIsInstance(events[0], UserLeft)
+
+
+def decode(transport: HalfCloseTransport) -> list[Packet]:
+    decoder = PacketDecoder()
+    decoder.feed(transport.value())
+    return decoder.read_batch(1000)
+
+
 class ChatLogTests(SynchronousTestCase):
     """
     What the chat stage logs about logins and unknown packets, and how much
@@ -95,7 +141,6 @@ class ChatLogTests(SynchronousTestCase):
             UnknownPackets(clock=self.clock.seconds),
         )
         self.factory = SessionFactory(self.app, NetConfig(), self.clock)
-        self.factory.pump.add_turn_hook(self.app.end_of_turn)
 
     def connect(self, port: int = 1) -> Session:
         addr = IPv4Address("TCP", "127.0.0.1", port)

@@ -345,4 +345,5 @@ class SessionTests(SessionTestCase):
         session, _ = self.connect()
         session.close("test", linger=5)
         session.connectionLost(Failure(ConnectionError()))
+        self.reactor.advance(0)  # the turn that a disconnect ends
         self.assertEqual(self.reactor.getDelayedCalls(), [])
