@@ -172,6 +172,19 @@ class ObserverTests(SynchronousTestCase):
         self.assertIn("an info line", text)
         self.assertNotIn("a debug line", text)
 
+    def test_twistd_destination_for_json(self) -> None:
+        """
+        JSON without a C{--log-file} also goes to twistd's C{--logfile}.
+        """
+        directory = tempfile.TemporaryDirectory(prefix="chatsvc-logs-")
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "twistd.log"
+        twistd = {"logger": None, "logfile": str(path), "nodaemon": False}
+        use_with_twistd(LogSettings(format="json"), twistd)
+        Logger(namespace="x", observer=twistd_observer()).info("a {what}", what="b")
+        [line] = path.read_text().splitlines()
+        self.assertEqual(json.loads(line)["message"], "a b")
+
     def test_outside_twistd_nothing_changes(self) -> None:
         """
         Outside twistd the settings are not kept for twistd's observer.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -169,10 +169,10 @@ def make_observer(
     """
     Build the log observer C{settings} describe.
 
-    @param destination: where text goes when C{settings} name no file (by
-        default C{stdout}).
+    @param destination: where the log goes instead of what C{settings} say
+        (twistd's own observer).
     """
-    if destination is None or settings.file is not None or settings.format != "text":
+    if destination is None:
         destination = _destination(settings, stdout or sys.stdout)
     observers = [destination]
     if settings.syslog:
@@ -245,15 +245,31 @@ def use_with_twistd(settings: LogSettings, twistd_options: Any) -> None:
     twistd_options["logger"] = f"{__name__}.twistd_observer"
 
 
+def _twistd_log_file(twistd_options: dict[str, Any]) -> str | None:
+    """
+    The file twistd's own options log to: C{--logfile}, or C{twistd.log}
+    when it daemonizes; L{None} for standard output.
+    """
+    name = twistd_options.get("logfile") or None
+    if name is None and not twistd_options.get("nodaemon") and sys.platform != "win32":
+        name = "twistd.log"
+    return None if name == "-" else name
+
+
 def twistd_observer() -> ILogObserver:
     """
-    The observer factory twistd calls (C{--logger}): text goes where
-    twistd's own options send it (standard output with C{-n}, C{--logfile},
-    C{twistd.log} when daemonized, C{--syslog}), filtered by level.
+    The observer factory twistd calls (C{--logger}): without C{--log-file},
+    the log goes where twistd's own options send it (standard output with
+    C{-n}, C{--logfile}, C{twistd.log} when daemonized, or C{--syslog} for
+    text), filtered by level.
     """
-    if not _twistd:
-        return make_observer(LogSettings())
-    settings, twistd_options = _twistd[0]
+    settings, twistd_options = (
+        _twistd[0] if _twistd else (LogSettings(), {"nodaemon": True})
+    )
+    if settings.file is not None:
+        return make_observer(settings)
+    if settings.format != "text":
+        return make_observer(replace(settings, file=_twistd_log_file(twistd_options)))
     if sys.platform == "win32":
         from twisted.application.app import AppLogger
     else:
