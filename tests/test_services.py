@@ -16,6 +16,7 @@ from chatsvc.content.chat import ChatConfig
 from chatsvc.host.options import ChatOptions, EchoOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.services import chat_service, echo_service, sendqueue_service
+from chatsvc.host.settings import HostConfig
 from chatsvc.host.startup import StartupError
 from chatsvc.net.config import NetConfig
 from tests.support import free_port, reactor
@@ -51,19 +52,22 @@ class StartupTests(TestCase):
         self.assertEqual(port.getHost().host, "::1")
 
     async def open_login_warnings(
-        self, endpoint: str, anywhere: bool = False
+        self, endpoint: str, web: str | None = None, anywhere: bool = False
     ) -> list[str]:
         service = chat_service(
             endpoint,
             NetConfig(),
             ChatConfig(),
             reactor=reactor,
+            host=HostConfig(web=web),
             open_login_anywhere=anywhere,
         )
         with capturedLogs() as events:
             service.startService()
             self.addCleanup(service.stopService)
             await service.listener.listening
+            if service.web is not None:
+                await service.web.listening
         return [e["log_format"] for e in events if e["log_level"] == LogLevel.warn]
 
     def test_open_login_on_all_interfaces_refused(self) -> None:
@@ -73,6 +77,30 @@ class StartupTests(TestCase):
         self.assertIn("open login on 0.0.0.0:", str(raised.exception))
         self.assertIn("--open-login-anywhere", str(raised.exception))
         self.assertIsNone(service.listener.port)
+
+    def test_open_login_on_a_public_web_endpoint_refused(self) -> None:
+        service = chat_service(
+            "tcp:0:interface=127.0.0.1",
+            NetConfig(),
+            ChatConfig(),
+            reactor=reactor,
+            host=HostConfig(web="tcp:0"),
+        )
+        self.addCleanup(service.stopService)
+        with self.assertRaises(StartupError) as raised:
+            service.startService()
+        self.assertIn("open login on 0.0.0.0:", str(raised.exception))
+        assert service.web is not None
+        self.assertIsNone(service.web.port)
+
+    async def test_open_login_on_a_public_web_endpoint_allowed_with_a_warning(
+        self,
+    ) -> None:
+        warnings = await self.open_login_warnings(
+            "tcp:0:interface=127.0.0.1", "tcp:0", anywhere=True
+        )
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("ANYONE", warnings[0])
 
     async def test_open_login_on_all_interfaces_allowed_with_a_warning(self) -> None:
         warnings = await self.open_login_warnings("tcp:0", anywhere=True)

@@ -6,6 +6,7 @@ Command-line options of the three stages (C{twistd chatsvc-echo --help}, ...).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from twisted.internet.endpoints import serverFromString
@@ -17,6 +18,7 @@ from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import default_reactor
+from chatsvc.web.site import OriginPolicy
 
 #: Loopback only: a first start must not offer open login to the network.
 DEFAULT_LISTEN = "tcp:11021:interface=127.0.0.1:backlog=1024"
@@ -252,6 +254,20 @@ class ChatOptions(SendQueueOptions):
             _number,
         ],
         ["chat-burst", None, 40, "Chat messages a user may send at once.", _count],
+        [
+            "web",
+            None,
+            None,
+            "Serve the chat page at / and its WebSocket at /ws on this endpoint,"
+            " e.g. tcp:8080:interface=127.0.0.1.",
+        ],
+        [
+            "web-origins",
+            None,
+            "",
+            "Comma-separated origins (https://host[:port]) whose pages may use"
+            " the WebSocket besides the page's own; * for any.",
+        ],
     ]
     optFlags: ClassVar[list[Any]] = [
         [
@@ -281,5 +297,13 @@ class ChatOptions(SendQueueOptions):
         try:
             self.chat = self.chat_config()
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
+            if self["web"] is not None:
+                _check_endpoint("web", self["web"])
+            origins = [o.strip() for o in self["web-origins"].split(",") if o.strip()]
+            self.host = replace(
+                self.host,
+                web=self["web"],
+                web_origins=tuple(map(OriginPolicy.check, origins)),
+            )
         except ValueError as e:
             raise self.config_error(e) from None

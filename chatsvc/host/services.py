@@ -14,7 +14,12 @@ from typing import Protocol, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    ensureDeferred,
+    gatherResults,
+    maybeDeferred,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IAddress,
@@ -43,6 +48,7 @@ from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
 from chatsvc.net.session import SessionFactory
+from chatsvc.web.site import chat_site
 
 log = Logger()
 
@@ -144,6 +150,8 @@ class StageService(MultiService):
             stage, endpoint, factory, reactor, self.check_listening
         )
         self.listener.setServiceParent(self)
+        #: Every service accepting connections of this stage's factory.
+        self.listeners = [self.listener]
         self.registry = CollectorRegistry()
         self.registry.register(collector)
         self.metrics: ListeningService | None = None
@@ -186,7 +194,9 @@ class StageService(MultiService):
         return ensureDeferred(self._shut_down())
 
     async def _shut_down(self) -> None:
-        await maybeDeferred(self.listener.stopService)
+        await gatherResults(
+            [maybeDeferred(listener.stopService) for listener in self.listeners]
+        )
         log.info(
             "chatsvc {stage} stopping: closing {count} connections once their"
             " queued output is written (up to {grace} s)",
@@ -294,13 +304,24 @@ class ChatService(StageService):
         )
         if isinstance(login, RedisLogin):
             login.observe_latency = redis_latency(self.registry).observe
+        self.web: ListeningService | None = None
+        if self.host.web is not None:
+            site = chat_site(factory, chat, self.host.web_origins, reactor)
+            self.web = ListeningService(
+                "web", self.host.web, site, reactor, self._check_open_login
+            )
+            self.web.setServiceParent(self)
+            self.listeners.append(self.web)
 
     def check_listening(self, port: IListeningPort) -> None:
-        """
-        Refuse open login on an interface other than loopback unless told
-        C{open_login_anywhere}; warn when told.
-        """
         log.info("Logins checked by {login}", login=self.login.description)
+        self._check_open_login(port)
+
+    def _check_open_login(self, port: IListeningPort) -> None:
+        """
+        Refuse open login on an interface other than loopback (the chat port
+        or the web one) unless told C{open_login_anywhere}; warn when told.
+        """
         if not isinstance(self.login, OpenLogin) or _local(port.getHost()):
             return
         address = describe_peer(port.getHost())
