@@ -7,8 +7,11 @@ Redis login storm, next to a uvloop chat server, in one command.
 
 Servers, each its own process started here on a free loopback port:
 
-- ``chatsvc``: ``twistd -n --pidfile= chatsvc`` with ``--chat-rate 0`` and
-  room capacity 100 (``--chatsvc-arg`` adds options, e.g. ``--log-level=warn``);
+- ``chatsvc``: ``twistd -n --pidfile= chatsvc`` with ``--chat-rate 0``,
+  ``--max-connections-per-ip 0`` (every bot is on 127.0.0.1),
+  ``--login-timeout 0`` (the capacity test connects 10,000 bots before any
+  logs in) and room capacity 100 (``--chatsvc-arg`` adds options, e.g.
+  ``--log-level=warn``);
 - ``uvloop-chat``: ``bench/peers/uvloop_chat.py``, the same protocol and
   notifies on uvloop, writes coalesced per client per loop pass.
 
@@ -130,7 +133,8 @@ def server_command(
             "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
             "--chat-rate", "0",
             "--rooms", "100", "--room-capacity", "100",
-            "--max-users", limit, "--max-connections", limit, *extra,
+            "--max-users", limit, "--max-connections", limit,
+            "--max-connections-per-ip", "0", "--login-timeout", "0", *extra,
         ]  # fmt: skip
         if redis:
             argv += ["--redis", redis]

@@ -1,7 +1,7 @@
 """
 Tests for L{chatsvc.host.applications}: the packet-echo application of the
 send-queue stage, the unknown-packet policy, the chat application's turns,
-and what the chat stage logs.
+login deadline and keepalive, and what the chat stage logs.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from chatsvc.net.session import Session, SessionFactory
 from chatsvc.protocol import (
     Packet,
     PacketDecoder,
+    PacketId,
     UserLeft,
     encode_packet,
     enter_room_request,
@@ -75,7 +76,7 @@ class PacketEchoTests(SynchronousTestCase):
         self.assertEqual(
             transport.value(), encode_packet(1, b"a") + encode_packet(1, b"b")
         )
-        self.assertEqual(app.unknown.counts, {500: 1})
+        self.assertEqual(app.unknown.count, 1)
         self.assertFalse(transport.aborted)
 
     def test_unknown_ids_can_disconnect(self) -> None:
@@ -120,6 +121,75 @@ class ChatApplicationTests(SynchronousTestCase):
         self.assertIsInstance(events[0], UserLeft)
 
 
+class LoginDeadlineAndKeepaliveTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.connect()
+
+    def connect(self, login_timeout: float = 10) -> None:
+        self.app = ChatApplication(
+            ChatConfig(login_timeout=login_timeout), OpenLogin(), self.reactor.seconds
+        )
+        self.factory = SessionFactory(self.app, NetConfig(), self.reactor)
+        addr = IPv4Address("TCP", "127.0.0.1", 1)
+        session = self.factory.buildProtocol(addr)
+        assert session is not None
+        self.session = session
+        self.transport = HalfCloseTransport(peerAddress=addr)
+        session.makeConnection(self.transport)
+
+    def receive(self, data: bytes) -> bytes:
+        self.transport.clear()
+        with capturedLogs():
+            self.session.dataReceived(data)
+            self.factory.pump.run_now()
+        return self.transport.value()
+
+    def test_no_login_closed_at_the_deadline(self) -> None:
+        self.reactor.advance(9.9)
+        self.assertFalse(self.transport.aborted)
+        with capturedLogs() as events:
+            self.reactor.advance(0.1)
+        self.assertTrue(self.transport.aborted)
+        self.assertEqual(self.factory.stats.deadlines_missed, 1)
+        self.assertEqual(events[0]["what"], "log in")
+
+    def test_failed_logins_do_not_move_the_deadline(self) -> None:
+        for _ in range(3):
+            self.reactor.advance(3)
+            self.assertEqual(
+                self.receive(login_request(" ", "pw")),
+                encode_packet(PacketId.LOGIN_RESPONSE, b"\x21\x00"),
+            )
+        with capturedLogs():
+            self.reactor.advance(1)
+        self.assertTrue(self.transport.aborted)
+
+    def test_login_clears_the_deadline(self) -> None:
+        self.reactor.advance(5)
+        self.receive(login_request("alice", "pw"))
+        self.reactor.advance(100)
+        self.assertFalse(self.transport.aborted)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_zero_means_no_deadline(self) -> None:
+        self.connect(login_timeout=0)
+        self.reactor.advance(10_000)
+        self.assertFalse(self.transport.aborted)
+
+    def test_dev_echo_answered_before_and_after_login(self) -> None:
+        """
+        DEV_ECHO is the keepalive of a client that only listens; it is not a
+        login.
+        """
+        ping = encode_packet(PacketId.DEV_ECHO, b"ping", packet_type=3)
+        self.assertEqual(self.receive(ping), ping)
+        self.receive(login_request("alice", "pw"))
+        self.assertEqual(self.receive(ping * 2), ping * 2)
+        self.assertEqual(self.app.server.stats.packets_out[PacketId.DEV_ECHO], 3)
+        self.assertEqual(self.app.unknown.count, 0)
+
+
 def decode(transport: HalfCloseTransport) -> list[Packet]:
     decoder = PacketDecoder()
     decoder.feed(transport.value())
@@ -143,7 +213,8 @@ class ChatLogTests(SynchronousTestCase):
         self.factory = SessionFactory(self.app, NetConfig(), self.clock)
 
     def connect(self, port: int = 1) -> Session:
-        addr = IPv4Address("TCP", "127.0.0.1", port)
+        # One address per connection: the per-address cap is not under test.
+        addr = IPv4Address("TCP", f"10.0.{port // 250}.{port % 250 + 1}", port)
         session = self.factory.buildProtocol(addr)
         assert session is not None
         session.makeConnection(HalfCloseTransport(peerAddress=addr))
@@ -161,7 +232,7 @@ class ChatLogTests(SynchronousTestCase):
             self.send(self.connect(1), login_request("alice", "pw"))
             self.send(self.connect(2), login_request("alice", "pw"))
         [line] = self.messages(events, "Login refused")
-        self.assertIn("(31) for 'alice' from 127.0.0.1:2", line)
+        self.assertIn("(31) for 'alice' from 10.0.0.3:2", line)
         self.assertIn("logged in already", line)
         [event] = [e for e in events if "Login refused" in formatEvent(e)]
         self.assertEqual(event["log_level"], LogLevel.info)
@@ -188,7 +259,7 @@ class ChatLogTests(SynchronousTestCase):
                 self.send(session, encode_packet(500, b"?") * 100)
         lines = self.messages(events, "Ignored packet id 500")
         self.assertEqual(len(lines), 10)
-        self.assertGreater(self.app.unknown.counts[500], 1000)
+        self.assertGreater(self.app.unknown.count, 1000)
 
     def test_disconnects_are_rate_limited(self) -> None:
         with capturedLogs() as events:

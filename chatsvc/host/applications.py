@@ -8,7 +8,6 @@ Each one only translates between sessions and a core: packets in, bytes out.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
@@ -16,6 +15,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from chatsvc.cluster.chat import ClusterChat
+from chatsvc.cluster.link import ClusterUnavailableError
 from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
 from chatsvc.net.lograte import RateLimitedLog
@@ -50,6 +51,8 @@ class UnknownPackets:
     Counts packets with ids an application does not handle, and either
     ignores them (logged at debug level, rate-limited) or treats them as
     protocol errors.
+
+    @ivar count: how many there were.
     """
 
     log = Logger()
@@ -58,11 +61,11 @@ class UnknownPackets:
         self, disconnect: bool = False, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.disconnect = disconnect
-        self.counts: Counter[int] = Counter()
+        self.count = 0
         self._lines = RateLimitedLog(self.log, clock)
 
     def __call__(self, session: Session, packet: Packet) -> None:
-        self.counts[packet.packet_id] += 1
+        self.count += 1
         if self.disconnect:
             raise ProtocolError(f"unknown packet id {packet.packet_id}", "unknown-id")
         self._lines.emit(
@@ -131,6 +134,10 @@ class ChatApplication:
     L{LoginBackend}, and the server's output goes back to sessions. Every
     login result is logged, at most L{LOGIN_LOG_RATE} lines a second of each
     kind.
+
+    A connection has C{config.login_timeout} seconds to log in. DEV_ECHO
+    packets come back as the send-queue stage sends them: the keepalive of a
+    client that only listens.
     """
 
     log = Logger()
@@ -141,25 +148,44 @@ class ChatApplication:
         login: LoginBackend,
         clock: Callable[[], float],
         unknown: UnknownPackets | None = None,
+        cluster: ClusterChat | None = None,
     ) -> None:
         self.login = login
         self.unknown = unknown if unknown is not None else UnknownPackets()
-        self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        self.cluster = cluster
+        if cluster is None:
+            self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        else:
+            self.server = ChatServer(
+                self,
+                config,
+                clock=clock,
+                presence=cluster.presence,
+                unique_ids=cluster.unique_ids,
+                shared_rooms=cluster.rooms,
+            )
+            cluster.bind(self.server, _drop)
+        self.login_timeout = config.login_timeout
         self.login_log = RateLimitedLog(
             self.log, clock, rate=LOGIN_LOG_RATE, burst=LOGIN_LOG_BURST
         )
 
     def connected(self, session: Session) -> None:
         self.server.connect(session)
+        session.set_deadline(self.login_timeout, "log in")
 
     def packets_received(self, session: Session, packets: list[Packet]) -> None:
         handle = self.server.handle
         for packet in packets:
             request = parse_request(packet.packet_id, packet.body)
-            if request is None:
-                self.unknown(session, packet)
-            else:
+            if request is not None:
                 handle(session, request)
+            elif packet.packet_id == DEV_ECHO:
+                echo = encode_packet(DEV_ECHO, packet.body, packet.type)
+                self.server.stats.sent(PacketId.DEV_ECHO, len(echo))
+                session.send(echo)
+            else:
+                self.unknown(session, packet)
             if session.closing:
                 break
 
@@ -179,7 +205,7 @@ class ChatApplication:
         send_to_all(to, data)
 
     def check_login(self, client: Session, user_id: bytes, password: bytes) -> None:
-        checking = ensureDeferred(self.login.check(user_id, password))
+        checking = ensureDeferred(self._check_login(user_id, password))
         checking.addCallbacks(
             self._login_checked,
             self._login_failed,
@@ -197,7 +223,25 @@ class ChatApplication:
             reason=_REFUSED.get(result, result.name),
         )
 
-    def _login_checked(self, accepted: bool, client: Session, user_id: bytes) -> None:
+    async def _check_login(self, user_id: bytes, password: bytes) -> Result:
+        if not await self.login.check(user_id, password):
+            return Result.LOGIN_USER_INVALID_PW
+        if self.cluster is not None:
+            return await self.cluster.admit(user_id)
+        return Result.NONE
+
+    def _login_checked(self, result: Result, client: Session, user_id: bytes) -> None:
+        if result is Result.LOGIN_USER_ALREADY:
+            self.login_log.emit(
+                LogLevel.info,
+                "Login refused (31) for {user!r} from {peer}: logged in on another"
+                " node",
+                user=user_id.decode("utf-8", "replace"),
+                peer=client.peer,
+            )
+            self.server.login_checked(client, False, result)
+            return
+        accepted = result is Result.NONE
         if accepted:
             self.login_log.emit(
                 LogLevel.info,
@@ -215,14 +259,23 @@ class ChatApplication:
                 peer=client.peer,
             )
         self.server.login_checked(client, accepted)
+        if accepted:
+            client.clear_deadline()
 
     def _login_failed(self, failure: Failure, client: Session, user_id: bytes) -> None:
+        backend = self.login.description
+        if self.cluster is not None and failure.check(ClusterUnavailableError):
+            backend = self.cluster.node.link.description
         self.login_log.emit(
             LogLevel.error,
             "Login of {user!r} from {peer} failed: {backend} did not answer: {error}",
             user=user_id.decode("utf-8", "replace"),
             peer=client.peer,
-            backend=self.login.description,
+            backend=backend,
             error=failure.getErrorMessage() or repr(failure.value),
         )
         self.server.login_checked(client, False)
+
+
+def _drop(session: Session) -> None:
+    session.close("the cluster no longer counts this user as logged in here")

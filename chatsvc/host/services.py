@@ -31,6 +31,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatsvc._version import __version__
+from chatsvc.cluster.chat import ClusterChat
+from chatsvc.cluster.config import ClusterConfig
+from chatsvc.cluster.metrics import register_cluster_metrics
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import LoginBackend, OpenLogin
 from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
@@ -47,7 +50,8 @@ from chatsvc.host.startup import StartupError, exit_with_error
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
-from chatsvc.net.session import SessionFactory
+from chatsvc.net.session import SessionFactory, send_to_all
+from chatsvc.protocol import PacketId
 from chatsvc.web.site import chat_site
 
 log = Logger()
@@ -250,7 +254,7 @@ def sendqueue_service(
     """
     reactor = reactor or default_reactor()
     app = PacketEcho(UnknownPackets(disconnect_unknown, reactor.seconds))
-    factory = SessionFactory(app, config, reactor)
+    factory = SessionFactory(app, config, reactor, known_ids=PacketId)
     collector = StageCollector(
         factory, packets_out=app.packets_out, bytes_out=app.bytes_out
     )
@@ -261,7 +265,8 @@ def sendqueue_service(
 
 class ChatService(StageService):
     """
-    The chat stage: sessions, the chat rules and a login back end.
+    The chat stage: sessions, the chat rules and a login back end; given a
+    cluster configuration, one node of a cluster.
     """
 
     def __init__(
@@ -275,17 +280,26 @@ class ChatService(StageService):
         *,
         disconnect_unknown: bool = False,
         open_login_anywhere: bool = False,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         reactor = reactor or default_reactor()
         self.login = login
         self.open_login_anywhere = open_login_anywhere
+        self.cluster = (
+            None
+            if cluster is None
+            else ClusterChat(reactor, cluster, chat.room_capacity, send_to_all)
+        )
         self.application = ChatApplication(
             chat,
             login,
             reactor.seconds,
             UnknownPackets(disconnect_unknown, reactor.seconds),
+            self.cluster,
         )
-        factory = SessionFactory(self.application, config, reactor)
+        factory = SessionFactory(self.application, config, reactor, known_ids=PacketId)
+        if self.cluster is not None:
+            self.cluster.rooms.wake = factory.pump.run_soon
         server = self.application.server
         collector = StageCollector(
             factory,
@@ -293,17 +307,18 @@ class ChatService(StageService):
             lambda: dict(server.stats.packets_out),
             lambda: dict(server.stats.bytes_out),
         )
+        checks: list[HealthCheck] = []
+        if isinstance(login, RedisLogin):
+            checks.append(login.health)
+        if self.cluster is not None:
+            checks.append(self.cluster.node.link.health)
         super().__init__(
-            "chat",
-            endpoint,
-            factory,
-            host or HostConfig(),
-            reactor,
-            collector,
-            [login.health] if isinstance(login, RedisLogin) else [],
+            "chat", endpoint, factory, host or HostConfig(), reactor, collector, checks
         )
         if isinstance(login, RedisLogin):
             login.observe_latency = redis_latency(self.registry).observe
+        if self.cluster is not None:
+            register_cluster_metrics(self.registry, self.cluster.node)
         self.web: ListeningService | None = None
         if self.host.web is not None:
             site = chat_site(factory, chat, self.host.web_origins, reactor)
@@ -316,6 +331,16 @@ class ChatService(StageService):
     def check_listening(self, port: IListeningPort) -> None:
         log.info("Logins checked by {login}", login=self.login.description)
         self._check_open_login(port)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.cluster is not None:
+            log.info(
+                "Node {node} of the cluster at {redis}",
+                node=self.cluster.node.config.node_id,
+                redis=self.cluster.node.config.url,
+            )
+            self.cluster.node.start()
 
     def _check_open_login(self, port: IListeningPort) -> None:
         """
@@ -339,6 +364,9 @@ class ChatService(StageService):
         )
 
     async def release(self) -> None:
+        if self.cluster is not None:
+            self.cluster.rooms.close()
+            await self.cluster.node.stop()
         await self.login.close()
 
 
@@ -368,9 +396,11 @@ def chat_service(
     redis_timeout: float = 2.0,
     disconnect_unknown: bool = False,
     open_login_anywhere: bool = False,
+    cluster: ClusterConfig | None = None,
 ) -> ChatService:
     """
-    The chat stage, with open login or, given C{redis}, Redis login.
+    The chat stage, with open login or, given C{redis}, Redis login; given
+    C{cluster}, one node of that cluster.
 
     Open login on an interface other than loopback fails to start with
     L{StartupError} unless C{open_login_anywhere} is given.
@@ -392,6 +422,7 @@ def chat_service(
         host,
         disconnect_unknown=disconnect_unknown,
         open_login_anywhere=open_login_anywhere,
+        cluster=cluster,
     )
 
 
@@ -468,6 +499,7 @@ def make_chat_service(options: ChatOptions) -> IService:
             redis_timeout=options["redis-timeout"],
             disconnect_unknown=options["disconnect-unknown"],
             open_login_anywhere=bool(options["open-login-anywhere"]),
+            cluster=options.cluster,
         ),
         options,
     )
