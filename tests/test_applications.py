@@ -1,21 +1,28 @@
 """
 Tests for L{chatsvc.host.applications}: the packet-echo application of the
-send-queue stage, the unknown-packet policy, and the chat application's
-turns, login deadline and keepalive.
+send-queue stage, the unknown-packet policy, the chat application's turns,
+login deadline and keepalive, and what the chat stage logs.
 """
 
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import OpenLogin
-from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
+from chatsvc.host.applications import (
+    LOGIN_LOG_BURST,
+    ChatApplication,
+    PacketEcho,
+    UnknownPackets,
+)
+from chatsvc.host.redis_login import RedisLogin, RedisURL
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory
 from chatsvc.protocol import (
@@ -187,3 +194,92 @@ def decode(transport: HalfCloseTransport) -> list[Packet]:
     decoder = PacketDecoder()
     decoder.feed(transport.value())
     return decoder.read_batch(1000)
+
+
+class ChatLogTests(SynchronousTestCase):
+    """
+    What the chat stage logs about logins and unknown packets, and how much
+    of it a flood can produce.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.app = ChatApplication(
+            ChatConfig(),
+            OpenLogin(),
+            self.clock.seconds,
+            UnknownPackets(clock=self.clock.seconds),
+        )
+        self.factory = SessionFactory(self.app, NetConfig(), self.clock)
+
+    def connect(self, port: int = 1) -> Session:
+        # One address per connection: the per-address cap is not under test.
+        addr = IPv4Address("TCP", f"10.0.{port // 250}.{port % 250 + 1}", port)
+        session = self.factory.buildProtocol(addr)
+        assert session is not None
+        session.makeConnection(HalfCloseTransport(peerAddress=addr))
+        return session
+
+    def send(self, session: Session, data: bytes) -> None:
+        session.dataReceived(data)
+        self.factory.pump.run_now()
+
+    def messages(self, events: list[dict[str, object]], needle: str) -> list[str]:
+        return [m for m in map(formatEvent, events) if needle in m]
+
+    def test_duplicate_login_is_logged_like_a_wrong_password(self) -> None:
+        with capturedLogs() as events:
+            self.send(self.connect(1), login_request("alice", "pw"))
+            self.send(self.connect(2), login_request("alice", "pw"))
+        [line] = self.messages(events, "Login refused")
+        self.assertIn("(31) for 'alice' from 10.0.0.3:2", line)
+        self.assertIn("logged in already", line)
+        [event] = [e for e in events if "Login refused" in formatEvent(e)]
+        self.assertEqual(event["log_level"], LogLevel.info)
+
+    def test_login_storm_is_rate_limited(self) -> None:
+        """
+        A storm of logins writes at most a burst of login lines, then
+        L{LOGIN_LOG_RATE} a second, and says how many it suppressed.
+        """
+        with capturedLogs() as events:
+            for i in range(1000):
+                self.send(self.connect(i), login_request(f"user{i}", "pw"))
+            self.clock.advance(1)
+            self.send(self.connect(1000), login_request("late", "pw"))
+        lines = self.messages(events, "Login ")
+        self.assertEqual(len(lines), LOGIN_LOG_BURST + 1)
+        suppressed = 1000 - LOGIN_LOG_BURST
+        self.assertIn(f"({suppressed} similar messages suppressed)", lines[-1])
+
+    def test_unknown_packets_are_rate_limited(self) -> None:
+        session = self.connect()
+        with capturedLogs() as events:
+            for _ in range(100):
+                self.send(session, encode_packet(500, b"?") * 100)
+        lines = self.messages(events, "Ignored packet id 500")
+        self.assertEqual(len(lines), 10)
+        self.assertGreater(self.app.unknown.count, 1000)
+
+    def test_disconnects_are_rate_limited(self) -> None:
+        with capturedLogs() as events:
+            for i in range(500):
+                self.connect(i).connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(len(self.messages(events, "Disconnected")), 10)
+
+
+class RedisTimeoutMessageTests(SynchronousTestCase):
+    def test_timeout_message(self) -> None:
+        """
+        A login whose Redis lookup takes too long fails with an error that
+        says so in words.
+        """
+        clock = MemoryReactorClock()
+        login = RedisLogin(clock, RedisURL.parse("redis://127.0.0.1:1/0"), timeout=2.0)
+        self.addCleanup(lambda: login._watch.stop() if login._watch.running else None)
+        failures: list[Failure] = []
+        ensureDeferred(login.check(b"u", b"p")).addErrback(failures.append)
+        clock.advance(0)
+        clock.advance(2.0)
+        [failure] = failures
+        self.assertEqual(failure.getErrorMessage(), "timed out after 2.0 s")

@@ -22,6 +22,7 @@ from chatsvc.protocol import (
     PacketDecoder,
     PacketId,
     Response,
+    Result,
     UserLeft,
     UserList,
     parse_event,
@@ -46,6 +47,7 @@ class FakeOutbox:
         self.pending_logins: list[tuple[str, bytes, bytes]] = []
         self.hold_logins = False
         self.passwords: dict[bytes, bytes] | None = None
+        self.refused: list[tuple[str, bytes, Result]] = []
 
     def send(self, to: str, data: bytes) -> None:
         decoder = PacketDecoder()
@@ -69,6 +71,9 @@ class FakeOutbox:
             return
         accepted = self.passwords is None or self.passwords.get(user_id) == password
         self.server.login_checked(client, accepted)
+
+    def login_refused(self, client: str, user_id: bytes, result: Result) -> None:
+        self.refused.append((client, user_id, result))
 
     def take(self, handle: str) -> list[Event]:
         events = self.received.pop(handle, [])
@@ -141,6 +146,9 @@ class LoginTests(ChatTestCase):
         self.login("a", "alice")
         self.assertEqual(self.login("b", "alice"), [Response(LOGIN, 31)])
         self.assertIs(self.server.clients["b"].state, State.NONE)
+        self.assertEqual(
+            self.outbox.refused, [("b", b"alice", Result.LOGIN_USER_ALREADY)]
+        )
 
     def test_second_login_on_connection(self) -> None:
         self.connect("a")
@@ -160,6 +168,10 @@ class LoginTests(ChatTestCase):
         self.login("a")
         self.login("b")
         self.assertEqual(self.login("c"), [Response(LOGIN, 32)])
+        self.assertEqual(
+            [result for _, _, result in self.outbox.refused],
+            [Result.LOGIN_USER_USED_ALL_OBJ],
+        )
         self.server.disconnect("a")
         self.assertEqual(self.login("c"), [Response(LOGIN, 0)])
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import sys
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 from unittest import mock
 
@@ -15,7 +18,13 @@ from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.host import logs
-from chatsvc.host.logs import LogSettings, make_observer, parse_levels, use_with_twistd
+from chatsvc.host.logs import (
+    LogSettings,
+    make_observer,
+    parse_levels,
+    twistd_observer,
+    use_with_twistd,
+)
 
 
 class LevelTests(SynchronousTestCase):
@@ -54,17 +63,66 @@ class ObserverTests(SynchronousTestCase):
         self.assertIn("chatsvc.content.chat warn", lines)
 
     def test_json_file(self) -> None:
+        """
+        C{json} writes one JSON object per line, with the rendered message,
+        the level, the namespace, the time and the event's own fields.
+        """
         directory = tempfile.TemporaryDirectory(prefix="chatsvc-logs-")
         self.addCleanup(directory.cleanup)
         path = Path(directory.name) / "chatsvc.json"
         self.emit(LogSettings(format="json", file=str(path)))
-        records = [
-            json.loads(line) for line in path.read_text().split("\x1e") if line.strip()
-        ]
+        text = path.read_text()
+        self.assertNotIn("\x1e", text)
+        records = [json.loads(line) for line in text.splitlines()]
         self.assertEqual(
-            [r["log_format"] for r in records],
-            ["{ns} info", "{ns} warn", "{ns} info", "{ns} warn"],
+            [(r["level"], r["namespace"], r["message"]) for r in records],
+            [
+                ("info", "chatsvc.net.session", "chatsvc.net.session info"),
+                ("warn", "chatsvc.net.session", "chatsvc.net.session warn"),
+                ("info", "chatsvc.content.chat", "chatsvc.content.chat info"),
+                ("warn", "chatsvc.content.chat", "chatsvc.content.chat warn"),
+            ],
         )
+        self.assertEqual(records[0]["ns"], "chatsvc.net.session")
+        when = datetime.fromisoformat(records[0]["time"])
+        self.assertLess(abs(when.timestamp() - time.time()), 60)
+
+    def test_json_lines_on_stdout_with_a_failure(self) -> None:
+        out = io.StringIO()
+        log = Logger(namespace="x", observer=make_observer(LogSettings("json"), out))
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            log.failure("Lost {peer}", peer="1.2.3.4:5", user=object())
+        [line] = out.getvalue().splitlines()
+        record = json.loads(line)
+        self.assertEqual(record["level"], "critical")
+        self.assertTrue(record["message"].startswith("Lost 1.2.3.4:5\n"))
+        self.assertIn("ZeroDivisionError", record["message"])
+        self.assertEqual(record["peer"], "1.2.3.4:5")
+        self.assertNotIn("user", record)
+
+    def test_reconnect_retries_not_logged(self) -> None:
+        """
+        The reconnecting client's line per retry is dropped (RedisLogin says
+        once that Redis is down, and once that it is back); its other lines
+        are kept.
+        """
+        out = io.StringIO()
+        log = Logger(
+            namespace="twisted.application._client_service.ClientService",
+            observer=make_observer(LogSettings(), out),
+        )
+        for attempt in range(10):
+            log.info(
+                "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.",
+                attempt=attempt,
+                endpoint="redis",
+                delay=1.0,
+            )
+        log.warn("Duplicate ClientService.startService")
+        self.assertNotIn("Scheduling retry", out.getvalue())
+        self.assertIn("Duplicate ClientService.startService", out.getvalue())
 
     def test_rotation_by_size(self) -> None:
         directory = tempfile.TemporaryDirectory(prefix="chatsvc-logs-")
@@ -94,13 +152,47 @@ class ObserverTests(SynchronousTestCase):
         use_with_twistd(LogSettings(format="json"), twistd)
         self.assertEqual(twistd["logger"], "my.observer")
 
+    def test_twistd_destination_at_info_level(self) -> None:
+        """
+        Without a C{--log-file}, text goes where twistd's own options send it
+        (here C{--logfile}), at level info unless told otherwise.
+        """
+        directory = tempfile.TemporaryDirectory(prefix="chatsvc-logs-")
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "twistd.log"
+        if hasattr(signal, "SIGUSR1"):  # twistd's log file rotates on SIGUSR1
+            self.addCleanup(
+                signal.signal, signal.SIGUSR1, signal.getsignal(signal.SIGUSR1)
+            )
+        twistd = {"logger": None, "logfile": str(path), "nodaemon": True}
+        use_with_twistd(LogSettings(), twistd)
+        log = Logger(namespace="chatsvc.net.session", observer=twistd_observer())
+        log.debug("a debug line")
+        log.info("an info line")
+        text = path.read_text()
+        self.assertIn("an info line", text)
+        self.assertNotIn("a debug line", text)
+
+    def test_twistd_destination_for_json(self) -> None:
+        """
+        JSON without a C{--log-file} also goes to twistd's C{--logfile}.
+        """
+        directory = tempfile.TemporaryDirectory(prefix="chatsvc-logs-")
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "twistd.log"
+        twistd = {"logger": None, "logfile": str(path), "nodaemon": False}
+        use_with_twistd(LogSettings(format="json"), twistd)
+        Logger(namespace="x", observer=twistd_observer()).info("a {what}", what="b")
+        [line] = path.read_text().splitlines()
+        self.assertEqual(json.loads(line)["message"], "a b")
+
     def test_outside_twistd_nothing_changes(self) -> None:
         """
         Outside twistd the settings are not kept for twistd's observer.
         """
         settings = LogSettings(format="json", max_size=123_457)
         use_with_twistd(settings, None)
-        self.assertNotIn(settings, logs._twistd_settings)
+        self.assertNotIn(settings, [kept for kept, _ in logs._twistd])
 
 
 class FakeEventLog:

@@ -1,10 +1,14 @@
 """
-The built distributions ship the twistd plugins: build the sdist and the
-wheel, install the wheel into a fresh virtual environment and ask twistd.
+The built distributions and an editable install ship the twistd plugins:
+build the sdist and the wheel, install the wheel into a fresh virtual
+environment and start C{twistd -n chatsvc} from a directory outside the
+checkout; then install the checkout in editable mode (C{pip install -e}, what
+a contributor does) into the same environment and start it again.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -15,22 +19,81 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatsvc.protocol import encode_packet, login_request
+from tests.support import free_port
+from tests.test_twistd import Twistd, exchange
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "twisted/plugins/chatsvc_plugins.py"
 
 
 class PackagingTests(SynchronousTestCase):
-    def test_wheel_installs_twistd_plugins(self) -> None:
+    def setUp(self) -> None:
         temp = tempfile.TemporaryDirectory(prefix="chatsvc-packaging-")
         self.addCleanup(temp.cleanup)
-        out = Path(temp.name)
+        self.out = Path(temp.name)
+        # Outside the checkout, and nothing from the checkout on the path:
+        # what the installed package provides is all twistd gets.
+        self.elsewhere = self.out / "elsewhere"
+        self.elsewhere.mkdir()
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def pip_install(self, bin_dir: Path, *args: str) -> None:
+        result = subprocess.run(
+            [str(bin_dir / "python"), "-m", "pip", "install", "-q", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def assertServes(self, bin_dir: Path) -> None:
+        """
+        C{twistd --help} lists the plugins and C{twistd -n chatsvc} starts,
+        run from outside the checkout.
+        """
+        usage = subprocess.run(
+            [str(bin_dir / "twistd"), "--help"],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=self.elsewhere,
+            env=self.env,
+        ).stdout
+        for plugin in ("chatsvc-echo", "chatsvc-sendqueue", "chatsvc "):
+            self.assertIn(f"    {plugin}", usage)
+        port = free_port()
+        twistd = Twistd(
+            ["chatsvc", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            twistd=[str(bin_dir / "twistd")],
+            cwd=self.elsewhere,
+        )
+        self.addCleanup(twistd.stop)
+        twistd.wait_for(r"listening on 127\.0\.0\.1:\d+")
+        self.assertEqual(
+            exchange(port, login_request("u", "p"), 7), encode_packet(202, b"\0\0")
+        )
+        self.assertEqual(twistd.stop(), 0)
+
+    def where_chatsvc_is(self, bin_dir: Path) -> Path:
+        found = subprocess.run(
+            [str(bin_dir / "python"), "-c", "import chatsvc; print(chatsvc.__file__)"],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=self.elsewhere,
+            env=self.env,
+        ).stdout
+        return Path(found.strip()).parent
+
+    def test_wheel_and_editable_install_serve_the_plugins(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+            [sys.executable, "-m", "build", "--outdir", str(self.out), str(ROOT)],
             check=True,
             capture_output=True,
         )
-        [wheel] = out.glob("*.whl")
-        [sdist] = out.glob("*.tar.gz")
+        [wheel] = self.out.glob("*.whl")
+        [sdist] = self.out.glob("*.tar.gz")
         names = zipfile.ZipFile(wheel).namelist()
         self.assertIn(PLUGIN, names)
         self.assertNotIn("twisted/__init__.py", names)
@@ -40,21 +103,14 @@ class PackagingTests(SynchronousTestCase):
         with tarfile.open(sdist) as archive:
             self.assertTrue(any(n.endswith(PLUGIN) for n in archive.getnames()))
 
-        env_dir = out / "venv"
+        env_dir = self.out / "venv"
         venv.create(env_dir, with_pip=True)
         bin_dir = env_dir / ("Scripts" if sys.platform == "win32" else "bin")
-        subprocess.run(
-            [str(bin_dir / "python"), "-m", "pip", "install", "-q", str(wheel)],
-            check=True,
-            capture_output=True,
-        )
-        usage = subprocess.run(
-            [str(bin_dir / "twistd"), "--help"],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=out,
-        ).stdout
-        for plugin in ("chatsvc-echo", "chatsvc-sendqueue", "chatsvc "):
-            self.assertIn(f"    {plugin}", usage)
+        self.pip_install(bin_dir, str(wheel))
+        self.assertNotEqual(self.where_chatsvc_is(bin_dir), ROOT / "chatsvc")
+        self.assertServes(bin_dir)
         self.assertTrue((bin_dir / "chatsvc-client").exists())
+
+        self.pip_install(bin_dir, "--no-deps", "-e", str(ROOT))
+        self.assertEqual(self.where_chatsvc_is(bin_dir), ROOT / "chatsvc")
+        self.assertServes(bin_dir)

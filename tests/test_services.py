@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python import usage
@@ -18,8 +17,9 @@ from chatsvc.host.options import ChatOptions, EchoOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.services import chat_service, echo_service, sendqueue_service
 from chatsvc.host.settings import HostConfig
+from chatsvc.host.startup import StartupError
 from chatsvc.net.config import NetConfig
-from tests.support import reactor
+from tests.support import free_port, reactor
 
 
 def _has_ipv6() -> bool:
@@ -52,7 +52,7 @@ class StartupTests(TestCase):
         self.assertEqual(port.getHost().host, "::1")
 
     async def open_login_warnings(
-        self, endpoint: str, web: str | None = None
+        self, endpoint: str, web: str | None = None, anywhere: bool = False
     ) -> list[str]:
         service = chat_service(
             endpoint,
@@ -60,6 +60,7 @@ class StartupTests(TestCase):
             ChatConfig(),
             reactor=reactor,
             host=HostConfig(web=web),
+            open_login_anywhere=anywhere,
         )
         with capturedLogs() as events:
             service.startService()
@@ -69,15 +70,56 @@ class StartupTests(TestCase):
                 await service.web.listening
         return [e["log_format"] for e in events if e["log_level"] == LogLevel.warn]
 
-    async def test_open_login_on_a_public_web_endpoint_warns(self) -> None:
-        warnings = await self.open_login_warnings("tcp:0:interface=127.0.0.1", "tcp:0")
+    def test_open_login_on_all_interfaces_refused(self) -> None:
+        service = chat_service("tcp:0", NetConfig(), ChatConfig(), reactor=reactor)
+        with self.assertRaises(StartupError) as raised:
+            service.startService()
+        self.assertIn("open login on 0.0.0.0:", str(raised.exception))
+        self.assertIn("--open-login-anywhere", str(raised.exception))
+        self.assertIsNone(service.listener.port)
+
+    def test_open_login_on_a_public_web_endpoint_refused(self) -> None:
+        service = chat_service(
+            "tcp:0:interface=127.0.0.1",
+            NetConfig(),
+            ChatConfig(),
+            reactor=reactor,
+            host=HostConfig(web="tcp:0"),
+        )
+        self.addCleanup(service.stopService)
+        with self.assertRaises(StartupError) as raised:
+            service.startService()
+        self.assertIn("open login on 0.0.0.0:", str(raised.exception))
+        assert service.web is not None
+        self.assertIsNone(service.web.port)
+
+    async def test_open_login_on_a_public_web_endpoint_allowed_with_a_warning(
+        self,
+    ) -> None:
+        warnings = await self.open_login_warnings(
+            "tcp:0:interface=127.0.0.1", "tcp:0", anywhere=True
+        )
         self.assertEqual(len(warnings), 1)
         self.assertIn("ANYONE", warnings[0])
 
-    async def test_open_login_on_all_interfaces_warns(self) -> None:
-        warnings = await self.open_login_warnings("tcp:0")
+    async def test_open_login_on_all_interfaces_allowed_with_a_warning(self) -> None:
+        warnings = await self.open_login_warnings("tcp:0", anywhere=True)
         self.assertEqual(len(warnings), 1)
         self.assertIn("ANYONE", warnings[0])
+
+    async def test_redis_login_on_all_interfaces(self) -> None:
+        service = chat_service(
+            "tcp:0",
+            NetConfig(),
+            ChatConfig(),
+            RedisURL.parse(f"redis://127.0.0.1:{free_port()}/0"),
+            reactor=reactor,
+        )
+        with capturedLogs() as events:
+            service.startService()
+            self.addCleanup(service.stopService)
+            await service.listener.listening
+        self.assertFalse([e for e in events if "ANYONE" in e["log_format"]])
 
     async def test_open_login_on_loopback_is_quiet(self) -> None:
         self.assertEqual(
@@ -92,7 +134,13 @@ class StartupTests(TestCase):
             service = echo_service(
                 f"tcp:{port}:interface=127.0.0.1", NetConfig(), reactor
             )
-            self.assertRaises(CannotListenError, service.startService)
+            with self.assertRaises(StartupError) as raised:
+                service.startService()
+        self.assertIn(
+            f"cannot listen on tcp:{port}:interface=127.0.0.1 (echo): ",
+            str(raised.exception),
+        )
+        self.assertIn("in use", str(raised.exception))
 
 
 class OptionsTests(SynchronousTestCase):
@@ -106,14 +154,16 @@ class OptionsTests(SynchronousTestCase):
         memory = MemoryReactorClock()
         sendqueue_service(options["listen"], options.net, memory).startService()
         self.assertEqual(
-            [(port, backlog) for port, _, backlog, _ in memory.tcpServers],
-            [(11021, 1024)],
+            [(port, backlog, host) for port, _, backlog, host in memory.tcpServers],
+            [(11021, 1024, "127.0.0.1")],
         )
 
     def test_defaults(self) -> None:
         options = ChatOptions()
         options.parseOptions([])
-        self.assertEqual(options["listen"], "tcp:11021:backlog=1024")
+        self.assertEqual(
+            options["listen"], "tcp:11021:interface=127.0.0.1:backlog=1024"
+        )
         self.assertEqual(options.net, NetConfig())
         self.assertEqual(options.chat.rooms, 10)
         self.assertEqual(options.chat.room_start, 0)

@@ -30,7 +30,7 @@ from chatsvc.protocol import (
     login_request,
     parse_event,
 )
-from tests.support import free_port
+from tests.support import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,10 +40,16 @@ class Twistd:
     A twistd process, its log read line by line.
     """
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        twistd: list[str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
         self.process = subprocess.Popen(
-            [*_twistd(), "-n", "--pidfile=", *args],
-            cwd=ROOT,
+            [*(twistd or _twistd()), "-n", "--pidfile=", *args],
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -227,10 +233,11 @@ class TwistdTests(SynchronousTestCase):
         while time.monotonic() < deadline and "listening on" not in _text(path):
             time.sleep(0.1)
         self.assertEqual(twistd.stop(), 0)
-        records = [json.loads(r) for r in _text(path).split("\x1e") if r.strip()]
-        formats = [r.get("log_format", "") for r in records]
-        self.assertTrue(any("starting the {stage} stage" in f for f in formats))
-        self.assertTrue(any("listening on" in f for f in formats))
+        records = [json.loads(line) for line in _text(path).splitlines()]
+        messages = [r["message"] for r in records]
+        self.assertTrue(any("starting the echo stage" in m for m in messages))
+        self.assertTrue(any("listening on 127.0.0.1:" in m for m in messages))
+        self.assertEqual({r["level"] for r in records}, {"info"})
 
     def test_chat_next_to_a_web_site(self) -> None:
         """
@@ -238,7 +245,7 @@ class TwistdTests(SynchronousTestCase):
         chat server in one .tac file.
         """
         web = free_port()
-        _, port = self.run_stage(
+        twistd, port = self.run_stage(
             ["-y", "tac/chat-and-web.tac"],
             {
                 "CHATSVC_LISTEN": self.listen(),
@@ -250,36 +257,142 @@ class TwistdTests(SynchronousTestCase):
         page = exchange(web, request, 10**6)
         self.assertIn(b"200 OK", page)
         self.assertIn(b"hello from the game's web site", page)
+        self.assertStopped(twistd)
 
-    def test_bad_option_exits_non_zero(self) -> None:
+    def test_default_log_level_is_info(self) -> None:
+        """
+        Without any --log-* option, debug events (an ignored packet, a
+        disconnect) are not logged; --log-level debug logs them.
+        """
+        for args, debug in (([], False), (["--log-level", "debug"], True)):
+            twistd, port = self.run_stage(["chatsvc", "--listen", self.listen(), *args])
+            exchange(port, encode_packet(500, b"?") + login_request("u", "p"), 7)
+            twistd.wait_for(r"Login 'u' from")
+            self.assertStopped(twistd)
+            log = "".join(twistd.log)
+            self.assertEqual("Ignored packet id 500" in log, debug, log)
+            self.assertEqual("#debug]" in log, debug, log)
+
+    def test_redis_down_and_back_in_two_lines(self) -> None:
+        """
+        While Redis is down the log says so once (not once per reconnection
+        attempt), a login that cannot be checked says it timed out, and
+        Redis coming back is one line.
+        """
+        redis = RedisServer()
+        self.addCleanup(redis.close)
+        twistd, port = self.run_stage(
+            [
+                "chatsvc",
+                "--listen",
+                self.listen(),
+                "--redis",
+                redis.url,
+                "--redis-timeout",
+                "0.5",
+            ]
+        )
+        twistd.wait_for(r"is down; logins fail with 33")
+        self.assertEqual(
+            exchange(port, login_request("u", "p"), 7), encode_packet(202, b"\x21\0")
+        )
+        twistd.wait_for(r"did not answer: timed out after 0\.5 s")
+        time.sleep(2)
+        redis.start()
+        twistd.wait_for(r"is up")
+        self.assertStopped(twistd)
+        log = "".join(twistd.log)
+        self.assertEqual(log.count(" is down"), 1)
+        self.assertEqual(log.count(" is up"), 1)
+        self.assertNotIn("retry", log)
+
+    def test_open_login_on_every_interface(self) -> None:
+        """
+        Open login on an interface other than loopback is refused at
+        start-up, and served with a warning given --open-login-anywhere.
+        """
+        listen = f"tcp:{free_port()}"
+        self.assertStartFails(
+            ["chatsvc", "--listen", listen],
+            "open login on 0.0.0.0:",
+            "--open-login-anywhere",
+        )
+        twistd = Twistd(["chatsvc", "--listen", listen, "--open-login-anywhere"])
+        self.addCleanup(twistd.stop)
+        twistd.wait_for(r"Open login on 0\.0\.0\.0:\d+: ANYONE")
+        self.check_chat(int(listen.split(":")[1]))
+        self.assertStopped(twistd)
+
+    def assertStartFails(self, args: list[str], *expected: str) -> str:
+        """
+        Starting twistd with C{args} fails with exit status 1 and one line on
+        standard error holding C{expected}; no usage text, no traceback.
+        """
         result = subprocess.run(
-            [*_twistd(), "-n", "--pidfile=", "chatsvc", "--rooms", "lots"],
+            [*_twistd(), "-n", "--pidfile=", *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=60,
         )
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn("rooms", result.stdout + result.stderr)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        [line] = result.stderr.splitlines()
+        self.assertTrue(line.startswith(f"twistd {args[0]}: "), line)
+        for text in expected:
+            self.assertIn(text, line)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertNotIn("Usage:", result.stdout)
+        return line
 
-    def test_port_in_use_exits_non_zero(self) -> None:
+    def test_bad_options(self) -> None:
+        for args, expected in (
+            (["--room-capacity", "abc"], ("--room-capacity", "'abc' is not a whole")),
+            (["--rooms", "-2"], ("--rooms", "-2 is negative")),
+            (["--chat-rate", "fast"], ("--chat-rate", "'fast' is not a number")),
+            (["--listen", "tcp:notaport"], ("--listen 'tcp:notaport'", "endpoint")),
+            (["--metrics", "nonsense:1"], ("--metrics 'nonsense:1'", "endpoint")),
+            (["--log-level", "loud"], ("--log-level", "'loud'")),
+            (["--no-such-option"], ("--no-such-option",)),
+        ):
+            with self.subTest(args=args):
+                self.assertStartFails(["chatsvc", *args], *expected)
+
+    def test_bad_config_file(self) -> None:
+        directory = tempfile.TemporaryDirectory(prefix="chatsvc-twistd-")
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "chatsvc.toml"
+        for text, expected in (
+            ("max-conections = 5\n", "unknown key 'max-conections' (did you mean"),
+            ("rooms = 'ten'\n", "rooms: must be a whole number"),
+            ("listen = 'tcp:x'\n", "listen 'tcp:x' is not a server endpoint"),
+            ("rooms = \n", "not valid TOML"),
+        ):
+            with self.subTest(text=text):
+                path.write_text(text)
+                self.assertStartFails(
+                    ["chatsvc", "--config", str(path)], f"{path}: {expected}"
+                )
+
+    def test_port_in_use(self) -> None:
         with socket.socket() as busy:
             busy.bind(("127.0.0.1", 0))
             busy.listen()
             port = busy.getsockname()[1]
-            result = subprocess.run(
+            for stage in ("chatsvc-echo", "chatsvc"):
+                with self.subTest(stage=stage):
+                    self.assertStartFails(
+                        [stage, "--listen", f"tcp:{port}:interface=127.0.0.1"],
+                        f"cannot listen on tcp:{port}:interface=127.0.0.1",
+                        "Address already in use",
+                    )
+            self.assertStartFails(
                 [
-                    *_twistd(),
-                    "-n",
-                    "--pidfile=",
-                    "chatsvc-echo",
+                    "chatsvc",
                     "--listen",
+                    self.listen(),
+                    "--metrics",
                     f"tcp:{port}:interface=127.0.0.1",
                 ],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=30,
+                "(metrics)",
+                "Address already in use",
             )
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn("Address already in use", result.stdout + result.stderr)

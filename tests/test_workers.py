@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import twisted.test
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.python.failure import Failure
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.host import workers
@@ -205,10 +207,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--cluster", self.error(["--workers", "2"]))
 
     def test_shares_stream_sockets_only(self) -> None:
+        # A TLS endpoint that parses: Twisted's own test certificate.
+        pem = FilePath(twisted.test.__file__).sibling("server.pem").path
+        tls = f"ssl:11021:privateKey={pem}"
         self.assertEqual(
-            self.error(
-                ["--workers", "2", "--cluster", CLUSTER, "--listen", "ssl:11021"]
-            ),
+            self.error(["--workers", "2", "--cluster", CLUSTER, "--listen", tls]),
             "--workers shares tcp:, tcp6: and unix: listeners, not ssl:",
         )
 

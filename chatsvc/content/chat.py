@@ -71,6 +71,11 @@ class Outbox(Protocol[H_contra]):
         Check the credentials and answer with L{ChatServer.login_checked}.
         """
 
+    def login_refused(self, client: H_contra, user_id: bytes, result: Result) -> None:
+        """
+        A login was refused with C{result} before its credentials were checked.
+        """
+
 
 @dataclass(frozen=True, slots=True)
 class ChatConfig:
@@ -377,6 +382,7 @@ class ChatServer(Generic[H]):
                 client.held = []
             self._outbox.check_login(handle, user_id, request.password)
             return
+        self._outbox.login_refused(handle, user_id, result)
         self._reply(handle, PacketId.LOGIN_RESPONSE, result)
 
     def _enter(self, handle: H, client: User, request: EnterRoomRequest) -> None:

@@ -7,17 +7,19 @@ Each one only translates between sessions and a core: packets in, bytes out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
 from twisted.internet.defer import ensureDeferred
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from chatsvc.cluster.chat import ClusterChat
 from chatsvc.cluster.link import ClusterUnavailableError
 from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
+from chatsvc.net.lograte import RateLimitedLog
 from chatsvc.net.session import Session, send_to_all
 from chatsvc.protocol import (
     Packet,
@@ -31,26 +33,43 @@ from chatsvc.protocol import (
 DEV_ECHO = PacketId.DEV_ECHO.value
 _packet_id = itemgetter(0)
 
+#: Login lines per second on average, and at once: a login storm must not
+#: flood the log (what is dropped is counted in the next line).
+LOGIN_LOG_RATE = 10.0
+LOGIN_LOG_BURST = 50
+
+_REFUSED = {
+    Result.LOGIN_USER_ALREADY: "the user is logged in already, or this"
+    " connection is (or is logging in)",
+    Result.LOGIN_USER_USED_ALL_OBJ: "the server is at --max-users",
+    Result.LOGIN_USER_INVALID_PW: "invalid user id",
+}
+
 
 class UnknownPackets:
     """
     Counts packets with ids an application does not handle, and either
-    ignores them (logged at debug level) or treats them as protocol errors.
+    ignores them (logged at debug level, rate-limited) or treats them as
+    protocol errors.
 
     @ivar count: how many there were.
     """
 
     log = Logger()
 
-    def __init__(self, disconnect: bool = False) -> None:
+    def __init__(
+        self, disconnect: bool = False, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.disconnect = disconnect
         self.count = 0
+        self._lines = RateLimitedLog(self.log, clock)
 
     def __call__(self, session: Session, packet: Packet) -> None:
         self.count += 1
         if self.disconnect:
             raise ProtocolError(f"unknown packet id {packet.packet_id}", "unknown-id")
-        self.log.debug(
+        self._lines.emit(
+            LogLevel.debug,
             "Ignored packet id {packet_id} ({size} bytes) from {peer}",
             packet_id=packet.packet_id,
             size=len(packet.body),
@@ -112,7 +131,9 @@ class PacketEcho:
 class ChatApplication:
     """
     The chat stage: sessions feed a L{ChatServer}, logins go to a
-    L{LoginBackend}, and the server's output goes back to sessions.
+    L{LoginBackend}, and the server's output goes back to sessions. Every
+    login result is logged, at most L{LOGIN_LOG_RATE} lines a second of each
+    kind.
 
     A connection has C{config.login_timeout} seconds to log in. DEV_ECHO
     packets come back as the send-queue stage sends them: the keepalive of a
@@ -145,6 +166,9 @@ class ChatApplication:
             )
             cluster.bind(self.server, _drop)
         self.login_timeout = config.login_timeout
+        self.login_log = RateLimitedLog(
+            self.log, clock, rate=LOGIN_LOG_RATE, burst=LOGIN_LOG_BURST
+        )
 
     def connected(self, session: Session) -> None:
         self.server.connect(session)
@@ -189,6 +213,16 @@ class ChatApplication:
             errbackArgs=(client, user_id),
         )
 
+    def login_refused(self, client: Session, user_id: bytes, result: Result) -> None:
+        self.login_log.emit(
+            LogLevel.info,
+            "Login refused ({result}) for {user!r} from {peer}: {reason}",
+            result=int(result),
+            user=user_id.decode("utf-8", "replace"),
+            peer=client.peer,
+            reason=_REFUSED.get(result, result.name),
+        )
+
     async def _check_login(self, user_id: bytes, password: bytes) -> Result:
         if not await self.login.check(user_id, password):
             return Result.LOGIN_USER_INVALID_PW
@@ -198,8 +232,10 @@ class ChatApplication:
 
     def _login_checked(self, result: Result, client: Session, user_id: bytes) -> None:
         if result is Result.LOGIN_USER_ALREADY:
-            self.log.info(
-                "Login refused for {user!r} from {peer}: logged in on another node",
+            self.login_log.emit(
+                LogLevel.info,
+                "Login refused (31) for {user!r} from {peer}: logged in on another"
+                " node",
                 user=user_id.decode("utf-8", "replace"),
                 peer=client.peer,
             )
@@ -207,15 +243,17 @@ class ChatApplication:
             return
         accepted = result is Result.NONE
         if accepted:
-            self.log.info(
+            self.login_log.emit(
+                LogLevel.info,
                 "Login {user!r} from {peer} (session {session})",
                 user=user_id.decode("utf-8", "replace"),
                 peer=client.peer,
                 session=client.session_id,
             )
         else:
-            self.log.info(
-                "Login refused for {user!r} from {peer}: unknown user or wrong"
+            self.login_log.emit(
+                LogLevel.info,
+                "Login refused (33) for {user!r} from {peer}: unknown user or wrong"
                 " password",
                 user=user_id.decode("utf-8", "replace"),
                 peer=client.peer,
@@ -228,7 +266,8 @@ class ChatApplication:
         backend = self.login.description
         if self.cluster is not None and failure.check(ClusterUnavailableError):
             backend = self.cluster.node.link.description
-        self.log.error(
+        self.login_log.emit(
+            LogLevel.error,
             "Login of {user!r} from {peer} failed: {backend} did not answer: {error}",
             user=user_id.decode("utf-8", "replace"),
             peer=client.peer,

@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 from twisted.python import reflect, usage
 
+from chatsvc.host.startup import exit_with_error
+
 _NOT_IN_FILE = frozenset({"config", "help", "version"})
 
 
@@ -37,9 +39,27 @@ def _find_config(args: Sequence[str]) -> str | None:
     return path
 
 
+class _NamedParameter(usage.CoerceParameter):
+    """
+    Converts an option's value, and names the option when the value is bad.
+    """
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            raise usage.UsageError(f"--{parameterName}: {e}") from None
+
+
 class ConfigFileOptions(usage.Options):
     """
     Options that can also be given in a TOML file with C{--config}.
+
+    Run by twistd, an error in the options or the file ends the process with
+    one line on standard error (not twistd's usage text); otherwise it is
+    raised as a L{usage.UsageError}.
 
     @ivar config_values: what the file set, by option name.
     """
@@ -56,14 +76,26 @@ class ConfigFileOptions(usage.Options):
 
     config_values: dict[str, Any]
 
+    def __init__(self) -> None:
+        super().__init__()
+        for name, handler in self._dispatch.items():
+            if isinstance(handler, usage.CoerceParameter):
+                self._dispatch[name] = _NamedParameter(self, handler.coerce)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         args = list(sys.argv[1:] if options is None else options)
         self.config_values = {}
-        path = _find_config(args)
-        if path is not None:
-            self.config_values = self._load(path)
-            self.opts.update(self.config_values)
-        super().parseOptions(args)
+        try:
+            path = _find_config(args)
+            if path is not None:
+                self.config_values = self._load(path)
+                self.opts.update(self.config_values)
+            super().parseOptions(args)
+        except usage.UsageError as e:
+            twistd = getattr(self, "parent", None)
+            if twistd is None:
+                raise
+            exit_with_error(f"twistd {twistd.subCommand}", str(e))
 
     def _load(self, path: str) -> dict[str, Any]:
         try:

@@ -1,26 +1,30 @@
 # -*- test-case-name: tests.test_logs -*-
 """
-Where the log goes: readable text to stdout by default; Twisted's JSON log
-format to a size-rotated file; syslog on POSIX; the Windows Event Log on
-Windows; with a level per namespace (C{--log-level chatsvc.net=debug}).
+Where the log goes: readable text to stdout by default (or wherever twistd's
+own options send it); JSON lines to stdout or a size-rotated file; syslog on
+POSIX; the Windows Event Log on Windows; with a level per namespace
+(C{--log-level chatsvc.net=debug}, C{info} by default).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LegacyLogObserverWrapper,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     eventAsText,
-    jsonFileLogObserver,
     textFileLogObserver,
 )
 from twisted.python.logfile import LogFile
@@ -79,6 +83,43 @@ class LogSettings:
             raise ValueError("log_eventlog is only available on Windows")
 
 
+@implementer(ILogObserver)
+class JSONLinesObserver:
+    """
+    Writes each event as one JSON object on one line, for line-based tools
+    (C{jq}, Loki, Vector): C{time} (ISO 8601, UTC), C{level}, C{namespace},
+    C{message} (the rendered text, with the traceback of a failure), then
+    the event's own fields that are plain strings, numbers or booleans.
+    """
+
+    _FIXED = frozenset({"time", "level", "namespace", "message"})
+
+    def __init__(self, stream: IO[Any]) -> None:
+        self._stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        record: dict[str, object] = {
+            "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": getattr(level, "name", None),
+            "namespace": event.get("log_namespace"),
+            "message": eventAsText(
+                event, includeTimestamp=False, includeSystem=False
+            ).rstrip("\n"),
+        }
+        for key, value in event.items():
+            if (
+                not key.startswith("log_")
+                and key not in self._FIXED
+                and (value is None or isinstance(value, str | int | float))
+            ):
+                record[key] = value
+        self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._stream.flush()
+
+
 def _destination(settings: LogSettings, stdout: IO[str]) -> ILogObserver:
     stream: IO[Any]
     if settings.file is None:
@@ -90,7 +131,7 @@ def _destination(settings: LogSettings, stdout: IO[str]) -> ILogObserver:
             maxRotatedFiles=settings.backups,
         )
     if settings.format == "json":
-        return jsonFileLogObserver(stream)
+        return JSONLinesObserver(stream)
     return textFileLogObserver(stream)
 
 
@@ -104,11 +145,36 @@ class _Tee:
             observer(event)
 
 
-def make_observer(settings: LogSettings, stdout: IO[str] | None = None) -> ILogObserver:
+#: Twisted's reconnecting client logs every retry; a Redis pool of four
+#: connections that is down would log four lines a second. RedisLogin logs
+#: once when Redis goes down and once when it is back instead.
+_RETRY_NAMESPACE = "twisted.application._client_service.ClientService"
+
+
+@implementer(ILogFilterPredicate)
+class _NoRetryLines:
+    def __call__(self, event: dict[str, Any]) -> Any:
+        if event.get("log_namespace") == _RETRY_NAMESPACE and str(
+            event.get("log_format", "")
+        ).startswith("Scheduling retry"):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
+def make_observer(
+    settings: LogSettings,
+    stdout: IO[str] | None = None,
+    destination: ILogObserver | None = None,
+) -> ILogObserver:
     """
     Build the log observer C{settings} describe.
+
+    @param destination: where the log goes instead of what C{settings} say
+        (twistd's own observer).
     """
-    observers = [_destination(settings, stdout or sys.stdout)]
+    if destination is None:
+        destination = _destination(settings, stdout or sys.stdout)
+    observers = [destination]
     if settings.syslog:
         from twisted.python.syslog import SyslogObserver
 
@@ -119,7 +185,7 @@ def make_observer(settings: LogSettings, stdout: IO[str] | None = None) -> ILogO
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
     for namespace, level in settings.levels:
         predicate.setLogLevelForNamespace(namespace, level)
-    return FilteringLogObserver(_Tee(observers), [predicate])
+    return FilteringLogObserver(_Tee(observers), [_NoRetryLines(), predicate])
 
 
 @implementer(ILogObserver)
@@ -166,7 +232,7 @@ class EventLogObserver:
                 print(f"chatsvc: cannot write to the Event Log: {e}", file=sys.stderr)
 
 
-_twistd_settings: list[LogSettings] = []
+_twistd: list[tuple[LogSettings, dict[str, Any]]] = []
 
 
 def use_with_twistd(settings: LogSettings, twistd_options: Any) -> None:
@@ -175,12 +241,40 @@ def use_with_twistd(settings: LogSettings, twistd_options: Any) -> None:
     """
     if twistd_options is None or twistd_options.get("logger", "") is not None:
         return  # not run by twistd, or twistd was told which logger to use
-    _twistd_settings[:] = [settings]
+    _twistd[:] = [(settings, dict(twistd_options))]
     twistd_options["logger"] = f"{__name__}.twistd_observer"
+
+
+def _twistd_log_file(twistd_options: dict[str, Any]) -> str | None:
+    """
+    The file twistd's own options log to: C{--logfile}, or C{twistd.log}
+    when it daemonizes; L{None} for standard output.
+    """
+    name = twistd_options.get("logfile") or None
+    if name is None and not twistd_options.get("nodaemon") and sys.platform != "win32":
+        name = "twistd.log"
+    return None if name == "-" else name
 
 
 def twistd_observer() -> ILogObserver:
     """
-    The observer factory twistd calls (C{--logger}).
+    The observer factory twistd calls (C{--logger}): without C{--log-file},
+    the log goes where twistd's own options send it (standard output with
+    C{-n}, C{--logfile}, C{twistd.log} when daemonized, or C{--syslog} for
+    text), filtered by level.
     """
-    return make_observer(_twistd_settings[0] if _twistd_settings else LogSettings())
+    settings, twistd_options = (
+        _twistd[0] if _twistd else (LogSettings(), {"nodaemon": True})
+    )
+    if settings.file is not None:
+        return make_observer(settings)
+    if settings.format != "text":
+        return make_observer(replace(settings, file=_twistd_log_file(twistd_options)))
+    if sys.platform == "win32":
+        from twisted.application.app import AppLogger
+    else:
+        from twisted.scripts._twistd_unix import UnixAppLogger as AppLogger
+    own = AppLogger({**twistd_options, "logger": None})._getLogObserver()
+    if not ILogObserver.providedBy(own):
+        own = LegacyLogObserverWrapper(own)
+    return make_observer(settings, destination=own)

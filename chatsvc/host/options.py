@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.python import usage
 
@@ -31,14 +32,20 @@ from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import default_reactor
 from chatsvc.web.site import OriginPolicy
 
-DEFAULT_LISTEN = "tcp:11021:backlog=1024"
+#: Loopback only: a first start must not offer open login to the network.
+DEFAULT_LISTEN = "tcp:11021:interface=127.0.0.1:backlog=1024"
 _N = TypeVar("_N", int, float)
 
 
-def _non_negative(convert: Callable[[str], _N], doc: str) -> Callable[[str], _N]:
+def _numbers(
+    convert: Callable[[str], _N], kind: str, doc: str, negative: bool = False
+) -> Callable[[str], _N]:
     def coerce(value: str) -> _N:
-        number = convert(value)
-        if number < 0:
+        try:
+            number = convert(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not {kind}") from None
+        if number < 0 and not negative:
             raise ValueError(f"{value} is negative")
         return number
 
@@ -46,10 +53,24 @@ def _non_negative(convert: Callable[[str], _N], doc: str) -> Callable[[str], _N]
     return coerce
 
 
-_count = _non_negative(int, "A whole number, 0 or more.")
-_seconds = _non_negative(float, "Seconds, 0 or more.")
-_number = _non_negative(float, "A number, 0 or more.")
-_fd = _non_negative(int, "A file descriptor number.")
+_count = _numbers(int, "a whole number", "A whole number, 0 or more.")
+_integer = _numbers(int, "a whole number", "A whole number.", negative=True)
+_seconds = _numbers(float, "a number of seconds", "Seconds, 0 or more.")
+_number = _numbers(float, "a number", "A number, 0 or more.")
+_fd = _numbers(int, "a file descriptor number", "A file descriptor number.")
+
+
+def _check_endpoint(key: str, description: str) -> None:
+    """
+    @raise ValueError: naming C{key}, if C{description} is not a server
+        endpoint string.
+    """
+    try:
+        serverFromString(default_reactor(), description)
+    except Exception as e:
+        raise ValueError(
+            f"{key} {description!r} is not a server endpoint: {e}"
+        ) from None
 
 
 class NetOptions(ConfigFileOptions):
@@ -62,8 +83,9 @@ class NetOptions(ConfigFileOptions):
             "listen",
             "l",
             DEFAULT_LISTEN,
-            "Twisted server endpoint to listen on, e.g."
-            " tcp:11021:interface=127.0.0.1:backlog=1024 or"
+            "Twisted server endpoint to listen on: loopback only by default;"
+            " tcp:11021:backlog=1024 for every interface,"
+            " tcp:11021:interface=10.0.0.5:backlog=1024 for one, or"
             " tcp6:11021:interface=\\:\\:1 (backlog: connections waiting to be"
             " accepted; Twisted's default is 50).",
         ],
@@ -128,12 +150,18 @@ class NetOptions(ConfigFileOptions):
             "On SIGTERM/SIGINT, seconds to let connections write what is queued.",
             _seconds,
         ],
-        ["log-format", None, "text", "Log as readable text or as JSON (text, json)."],
+        [
+            "log-format",
+            None,
+            "text",
+            "Log as readable text or as JSON, one object per line (text, json).",
+        ],
         [
             "log-file",
             None,
             None,
-            "Log to this file, rotated by size (default: stdout).",
+            "Log to this file, rotated by size (default: where twistd logs,"
+            " stdout with -n).",
         ],
         [
             "log-max-size",
@@ -209,6 +237,9 @@ class NetOptions(ConfigFileOptions):
 
     def postOptions(self) -> None:
         try:
+            for key in ("listen", "metrics"):
+                if self[key] is not None:
+                    _check_endpoint(key, self[key])
             self.net = self.net_config()
             self.host = HostConfig(
                 metrics=self["metrics"], shutdown_grace=self["shutdown-grace"]
@@ -216,8 +247,7 @@ class NetOptions(ConfigFileOptions):
             self.logging = self.log_settings()
         except ValueError as e:
             raise self.config_error(e) from None
-        if self.logging != LogSettings():
-            use_with_twistd(self.logging, getattr(self, "parent", None))
+        use_with_twistd(self.logging, getattr(self, "parent", None))
         self.endpoint: str | IStreamServerEndpoint = self["listen"]
         if self["listen-fd"] is not None:
             try:
@@ -263,7 +293,7 @@ class ChatOptions(SendQueueOptions):
         ["redis-key-prefix", None, "", "Prefix of the Redis keys holding passwords."],
         ["redis-timeout", None, 2.0, "Seconds to wait for Redis per login.", _seconds],
         ["rooms", None, 10, "Number of rooms.", _count],
-        ["room-start", None, 0, "Number of the first room.", int],
+        ["room-start", None, 0, "Number of the first room.", _integer],
         ["room-capacity", None, 4, "Users per room.", _count],
         ["max-users", None, 10_000, "Logged-in users per server.", _count],
         [
@@ -323,6 +353,15 @@ class ChatOptions(SendQueueOptions):
             " the WebSocket besides the page's own; * for any.",
         ],
     ]
+    optFlags: ClassVar[list[Any]] = [
+        [
+            "open-login-anywhere",
+            None,
+            "Allow open login (no --redis) on an interface other than loopback:"
+            " anyone who can reach the server logs in as any user. Without it"
+            " such a start is refused.",
+        ],
+    ]
 
     def chat_config(self) -> ChatConfig:
         """
@@ -343,6 +382,8 @@ class ChatOptions(SendQueueOptions):
         try:
             self.chat = self.chat_config()
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
+            if self["web"] is not None:
+                _check_endpoint("web", self["web"])
             self.cluster = (
                 ClusterConfig(
                     parse_shards(self["cluster"]),

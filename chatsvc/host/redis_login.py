@@ -95,6 +95,11 @@ end
 return table.concat(answers)
 """
 
+
+def _timed_out(result: object, timeout: float) -> Failure:
+    return Failure(TimeoutError(f"timed out after {timeout} s"))
+
+
 #: Logins checked by one script call at most.
 MAX_BATCH = 512
 
@@ -237,7 +242,7 @@ class RedisLogin:
         return accepted
 
     def _ask(self, reply: Deferred[Any]) -> Deferred[Any]:
-        return reply.addTimeout(self.timeout, self._reactor)
+        return reply.addTimeout(self.timeout, self._reactor, onTimeoutCancel=_timed_out)
 
     @staticmethod
     def _answer(accepted: list[bool], batch: list[_Waiting]) -> None:

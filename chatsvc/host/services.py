@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
@@ -23,6 +23,7 @@ from twisted.internet.defer import (
 )
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
@@ -30,6 +31,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatsvc._version import __version__
 from chatsvc.cluster.chat import ClusterChat
@@ -47,6 +49,7 @@ from chatsvc.host.metrics import (
 from chatsvc.host.options import ChatOptions, EchoOptions, NetOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisLogin, RedisURL
 from chatsvc.host.settings import HostConfig
+from chatsvc.host.startup import StartupError, exit_with_error
 from chatsvc.host.workers import (
     SUPERVISOR_ENV,
     ListenWhenReady,
@@ -74,6 +77,8 @@ class ListeningService(Service):
 
     @ivar port: the listening port while listening.
     @ivar listening: fires with the port once listening.
+    @ivar check: called with the port before it counts as listening; what it
+        raises stops the service from starting.
     """
 
     def __init__(
@@ -82,11 +87,13 @@ class ListeningService(Service):
         endpoint: Endpoint,
         factory: IProtocolFactory,
         reactor: IReactorTime,
+        check: Callable[[IListeningPort], None] | None = None,
     ) -> None:
         self.setName(name)
         self.endpoint = endpoint
         self.factory = factory
         self.reactor = reactor
+        self.check = check
         self.port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
 
@@ -96,17 +103,29 @@ class ListeningService(Service):
         if isinstance(endpoint, str):
             endpoint = serverFromString(self.reactor, endpoint)
         listening = endpoint.listen(self.factory)
-        failures: list[Any] = []
-        listening.addCallbacks(self._listening, failures.append)
+        failures: list[Failure] = []
+        listening.addCallback(self._listening).addErrback(failures.append)
         if failures:
             # Endpoints that fail synchronously (a port in use) stop twistd.
-            raise failures[0].value
+            error = failures[0].value
+            if isinstance(error, StartupError):
+                raise error
+            reason = getattr(error, "socketError", None) or error
+            raise StartupError(
+                f"cannot listen on {self.endpoint} ({self.name}): {reason}"
+            )
 
     def _listening(self, port: IListeningPort) -> None:
         if not self.running:
             # Stopped while the endpoint was getting ready to listen.
             port.stopListening()
             return
+        if self.check is not None:
+            try:
+                self.check(port)
+            except BaseException:
+                port.stopListening()
+                raise
         self.port = port
         log.info(
             "chatsvc {stage} listening on {address} ({reactor})",
@@ -130,7 +149,12 @@ class StageService(MultiService):
     shutdown (stop accepting, let queued output out, close, release).
 
     @ivar registry: the Prometheus registry of this stage's metrics.
+    @ivar exit_on_startup_error: what twistd runs sets this to the command's
+        name: a L{StartupError} then ends the process with one line on
+        standard error instead of a traceback.
     """
+
+    exit_on_startup_error: str | None = None
 
     def __init__(
         self,
@@ -147,7 +171,9 @@ class StageService(MultiService):
         self.stage = stage
         self.factory = factory
         self.host = host
-        self.listener = ListeningService(stage, endpoint, factory, reactor)
+        self.listener = ListeningService(
+            stage, endpoint, factory, reactor, self.check_listening
+        )
         self.listener.setServiceParent(self)
         #: Every service accepting connections of this stage's factory.
         self.listeners = [self.listener]
@@ -167,7 +193,21 @@ class StageService(MultiService):
             settings=", ".join(f"{k}={v}" for k, v in sorted(self.settings.items()))
             or "defaults",
         )
-        super().startService()
+        try:
+            super().startService()
+        except StartupError as e:
+            if self.exit_on_startup_error is None:
+                raise
+            log.critical(
+                "chatsvc {stage} cannot start: {error}", stage=self.stage, error=e
+            )
+            exit_with_error(self.exit_on_startup_error, str(e))
+
+    def check_listening(self, port: IListeningPort) -> None:
+        """
+        Called with the stage's listening port before it accepts connections;
+        raise L{StartupError} to refuse to start.
+        """
 
     def _accepting(self) -> str | None:
         if self.running and self.listener.port is not None:
@@ -234,7 +274,7 @@ def sendqueue_service(
     The send-queue stage: framed DEV_ECHO through per-session send queues.
     """
     reactor = reactor or default_reactor()
-    app = PacketEcho(UnknownPackets(disconnect_unknown))
+    app = PacketEcho(UnknownPackets(disconnect_unknown, reactor.seconds))
     factory = SessionFactory(app, config, reactor, known_ids=PacketId)
     collector = StageCollector(
         factory, packets_out=app.packets_out, bytes_out=app.bytes_out
@@ -260,10 +300,12 @@ class ChatService(StageService):
         host: HostConfig | None = None,
         *,
         disconnect_unknown: bool = False,
+        open_login_anywhere: bool = False,
         cluster: ClusterConfig | None = None,
     ) -> None:
         reactor = reactor or default_reactor()
         self.login = login
+        self.open_login_anywhere = open_login_anywhere
         self.cluster = (
             None
             if cluster is None
@@ -273,7 +315,7 @@ class ChatService(StageService):
             chat,
             login,
             reactor.seconds,
-            UnknownPackets(disconnect_unknown),
+            UnknownPackets(disconnect_unknown, reactor.seconds),
             self.cluster,
         )
         factory = SessionFactory(self.application, config, reactor, known_ids=PacketId)
@@ -298,18 +340,18 @@ class ChatService(StageService):
             login.observe_latency = redis_latency(self.registry).observe
         if self.cluster is not None:
             register_cluster_metrics(self.registry, self.cluster.node)
-        self.listener.listening.addCallback(self._log_login)
         self.web: ListeningService | None = None
         if self.host.web is not None:
             site = chat_site(factory, chat, self.host.web_origins, reactor)
-            self.web = ListeningService("web", self.host.web, site, reactor)
+            self.web = ListeningService(
+                "web", self.host.web, site, reactor, self._check_open_login
+            )
             self.web.setServiceParent(self)
-            self.web.listening.addCallback(self._warn_if_open)
             self.listeners.append(self.web)
 
-    def _log_login(self, port: IListeningPort) -> IListeningPort:
+    def check_listening(self, port: IListeningPort) -> None:
         log.info("Logins checked by {login}", login=self.login.description)
-        return self._warn_if_open(port)
+        self._check_open_login(port)
 
     def startService(self) -> None:
         super().startService()
@@ -321,25 +363,46 @@ class ChatService(StageService):
             )
             self.cluster.node.start()
 
-    def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
-        host = getattr(port.getHost(), "host", "")
-        try:
-            loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback
-        except ValueError:
-            loopback = False
-        if isinstance(self.login, OpenLogin) and not loopback:
-            log.warn(
-                "Open login on {address}: ANYONE who can reach it can log in as any"
-                " user. Use --redis, or listen on 127.0.0.1 only.",
-                address=describe_peer(port.getHost()),
+    def _check_open_login(self, port: IListeningPort) -> None:
+        """
+        Refuse open login on an interface other than loopback (the chat port
+        or the web one) unless told C{open_login_anywhere}; warn when told.
+        """
+        if not isinstance(self.login, OpenLogin) or _local(port.getHost()):
+            return
+        address = describe_peer(port.getHost())
+        if not self.open_login_anywhere:
+            raise StartupError(
+                f"open login on {address} refused: anyone who can reach it could"
+                " log in as any user. Listen on loopback (the default,"
+                " tcp:11021:interface=127.0.0.1), check logins with --redis, or"
+                " allow it with --open-login-anywhere"
             )
-        return port
+        log.warn(
+            "Open login on {address}: ANYONE who can reach it can log in as any"
+            " user (--open-login-anywhere).",
+            address=address,
+        )
 
     async def release(self) -> None:
         if self.cluster is not None:
             self.cluster.rooms.close()
             await self.cluster.node.stop()
         await self.login.close()
+
+
+def _local(address: IAddress) -> bool:
+    """
+    Whether only this machine can connect to C{address}: a loopback IP
+    address, or not an IP address at all (a UNIX socket).
+    """
+    host = getattr(address, "host", None)
+    if host is None:
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def chat_service(
@@ -353,11 +416,15 @@ def chat_service(
     redis_key_prefix: bytes = b"",
     redis_timeout: float = 2.0,
     disconnect_unknown: bool = False,
+    open_login_anywhere: bool = False,
     cluster: ClusterConfig | None = None,
 ) -> ChatService:
     """
     The chat stage, with open login or, given C{redis}, Redis login; given
     C{cluster}, one node of that cluster.
+
+    Open login on an interface other than loopback fails to start with
+    L{StartupError} unless C{open_login_anywhere} is given.
     """
     reactor = reactor or default_reactor()
     login: LoginBackend = (
@@ -375,6 +442,7 @@ def chat_service(
         reactor,
         host,
         disconnect_unknown=disconnect_unknown,
+        open_login_anywhere=open_login_anywhere,
         cluster=cluster,
     )
 
@@ -414,6 +482,9 @@ def exit_cleanly_on_signals(reactor: _RunningReactor) -> None:
 
 def _twistd_service(service: StageService, options: NetOptions) -> IService:
     service.settings = options.effective()
+    twistd = getattr(options, "parent", None)
+    if twistd is not None:
+        service.exit_on_startup_error = f"twistd {twistd.subCommand}"
     exit_cleanly_on_signals(cast(_RunningReactor, default_reactor()))
     return service
 
@@ -458,6 +529,7 @@ def make_chat_service(options: ChatOptions) -> IService:
         redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
         redis_timeout=options["redis-timeout"],
         disconnect_unknown=options["disconnect-unknown"],
+        open_login_anywhere=bool(options["open-login-anywhere"]),
         cluster=options.cluster,
     )
     supervisor = os.environ.get(SUPERVISOR_ENV)

@@ -129,7 +129,7 @@ class NotifyChecker:
         numbers = (digits @ self._weights).astype(np.int64)
         sender = numbers[:, 0]
         local = sender - self.first
-        if local.min() < 0 or local.max() >= self.count:
+        if np.min(local) < 0 or np.max(local) >= self.count:
             return offset, 0
         if not (records["user"] == self._fields[local]).all():
             return offset, 0

@@ -261,7 +261,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self.factory.connection_closed(self)
-        self.log.debug(
+        self.factory.warnings.emit(
+            LogLevel.debug,
             "Disconnected {peer} (session {session}): {reason}",
             peer=self.peer,
             session=self.session_id,
