@@ -184,12 +184,12 @@ def run(
     }
 
 
-def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def medians(results: list[dict[str, Any]], ks: list[int]) -> list[dict[str, Any]]:
     """
     One row per case (mode, K): the median of each figure over the rounds.
     """
     rows = []
-    for k in USERS:
+    for k in ks:
         for mode in ("single", "cluster"):
             runs = [r for r in results if r["mode"] == mode and r["k"] == k]
             row: dict[str, Any] = {"mode": mode, "k": k, "rounds": len(runs)}
@@ -218,7 +218,7 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"{'' if r['valid'] else '  INVALID: load generator saturated'}"
         )
     by = {(r["mode"], r["k"]): r for r in rows}
-    for k in USERS:
+    for k in sorted({r["k"] for r in rows}):
         single, cluster = by[("single", k)], by[("cluster", k)]
         ratio = (
             cluster["notifies_per_chatsvc_cpu_s"] / single["notifies_per_chatsvc_cpu_s"]
@@ -241,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (median)")
     parser.add_argument(
+        "--k", type=int, nargs="+", choices=sorted(USERS), default=sorted(USERS),
+        help="room sizes to run",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="pin nothing to cores"
     )
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with _common.log_directory(args.logs) as log_dir:
         for round_ in range(args.rounds):
-            for k in USERS:
+            for k in args.k:
                 modes = (
                     ("single", "cluster") if round_ % 2 == 0 else ("cluster", "single")
                 )
@@ -266,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                     cores = (server_cores, load_cores)
                     results.append(run(mode, k, args, cores, log_dir))
                     print(f"round {round_ + 1} {mode} K={k}: done", file=sys.stderr)
-    rows = medians(results)
+    rows = medians(results, args.k)
     print(
         _common.machine_summary(),
         f"{pinning[0].upper()}{pinning[1:]}; medians of {args.rounds} rounds;"
