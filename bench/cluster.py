@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured s")
     parser.add_argument(
-        "--notifies", type=float, default=10_000, help="offered notifies a second"
+        "--notifies", type=float, default=20_000, help="offered notifies a second"
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (median)")
     parser.add_argument(
