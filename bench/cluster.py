@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = medians(results, args.k)
     print(
         _common.machine_summary(),
-        f"{pinning[0].upper()}{pinning[1:]}; medians of {args.rounds} rounds;"
+        f"Pinning: {pinning}; medians of {args.rounds} rounds;"
         f" {args.notifies:,.0f} notifies/s offered, {args.seconds:g} s each.",
     )
     print(report(rows))
