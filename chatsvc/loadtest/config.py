@@ -24,8 +24,8 @@ class RunConfig:
     @ivar server_rooms: how many rooms the server has, from C{room_start} on
         (checked before the run: L{chatsvc.loadtest.preflight.room_hints}).
     @ivar room_capacity: how many users a room of the server holds.
-    @ivar server_pid: a server process on this machine whose CPU time is
-        measured over the window (Linux only).
+    @ivar server_pids: server processes on this machine whose CPU time
+        (summed) is measured over the window (Linux only).
     @ivar connect: C{host:port} of several servers (the nodes of a cluster)
         to spread the bots over, instead of C{host} and C{port}.
     """
@@ -57,7 +57,7 @@ class RunConfig:
     connect_concurrency: int = 100
     loop: str = "auto"
     fast_path: bool = True
-    server_pid: int | None = None
+    server_pids: tuple[int, ...] = ()
     connect: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -282,14 +282,14 @@ class Worker:
 
     def _snapshot(self) -> dict[str, float]:
         counters = self.counters
-        pid = self.config.server_pid
+        pids = self.config.server_pids
         return {
             "time": self.loop.time(),
             "cpu": time.process_time(),
             "sent": counters.sent,
             "received": counters.received,
-            "server_cpu": process_cpu_seconds(pid) if pid else 0.0,
-            "machine_busy": machine_busy_seconds() if pid else 0.0,
+            "server_cpu": sum(map(process_cpu_seconds, pids)),
+            "machine_busy": machine_busy_seconds() if pids else 0.0,
         }
 
     def _window_start(self) -> None:
