@@ -12,8 +12,9 @@ Servers, each its own process started here on a free loopback port:
 - ``uvloop-chat``: ``bench/peers/uvloop_chat.py``, the same protocol and
   notifies on uvloop, writes coalesced per client per loop pass.
 
-- with ``--old-chatsvc DIR``, also the chatsvc of another checkout (its own
-  ``.venv``), e.g. the code before a change, in the same rounds.
+- with ``--old-chatsvc DIR``, also the chatsvc of another checkout (on its
+  ``.venv``'s Python if it has one), e.g. the code before a change, in the
+  same rounds.
 
 Load of the fan-out test: ``--load-command PATH``, chatload (the C load
 generator of ``../shared/tools``; given its ``.c`` source, it is built with
@@ -878,8 +879,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--old-chatsvc",
         type=Path,
         metavar="DIR",
-        help="also run the chatsvc of this checkout (with its own .venv),"
-        " e.g. the code before a change, in the same rounds",
+        help="also run the chatsvc of this checkout (on its .venv's Python if"
+        " it has one), e.g. the code before a change, in the same rounds",
     )
     parser.add_argument(
         "--profile",
@@ -908,8 +909,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         )
     except (OSError, RuntimeError) as e:
         parser.error(f"--load-command: {e}")
-    if args.old_chatsvc and not (args.old_chatsvc / ".venv/bin/python").exists():
-        parser.error(f"--old-chatsvc: no {args.old_chatsvc}/.venv/bin/python")
+    if args.old_chatsvc and not (args.old_chatsvc / "chatsvc").is_dir():
+        parser.error(f"--old-chatsvc: {args.old_chatsvc} is not a chatsvc checkout")
     return args
 
 
@@ -927,7 +928,9 @@ def servers_of(args: argparse.Namespace) -> list[Server]:
             check=False,
         ).stdout.strip()
         name = f"{CHATSVC}@{commit or old.name}"
-        servers.append(Server(name, str(old / ".venv/bin/python"), old.resolve()))
+        venv = old / ".venv/bin/python"
+        python = str(venv) if venv.exists() else sys.executable
+        servers.append(Server(name, python, old.resolve()))
     return [*servers, Server(PEER)]
 
 
