@@ -2,8 +2,8 @@
 Two hot paths measured in one process, without a load generator:
 
 - **fan-out**: a room's notifies handed to 100 loopback connections at the end
-  of a turn, per member: ``socket.send`` alone, ``push_to_all`` (what
-  ``ChatApplication.broadcast`` does) and a ``push`` per member;
+  of a turn, per member: ``socket.send`` alone, ``send_to_all`` (what
+  ``ChatApplication.broadcast`` does) and a ``Session.send`` per member;
 - **receive**: ``chatsvc-bench`` checking chat notifies, per notify, on the
   plain path and with numpy, at 8, 64 and 256 notifies per read.
 
@@ -72,9 +72,9 @@ def fanout(repeat: int) -> list[str]:
             started = time.perf_counter()
             for _ in range(30):
                 pump.turn += 1
-                pump.flushing = True
+                pump.ending_turn = True
                 turn()
-                pump.flushing = False
+                pump.ending_turn = False
             spent += time.perf_counter() - started
             drain()
         return spent / turns / MEMBERS
@@ -86,15 +86,15 @@ def fanout(repeat: int) -> list[str]:
     def broadcast() -> None:
         app.broadcast(sessions, NOTIFIES)
 
-    def push_each() -> None:
+    def send_each() -> None:
         for session in sessions:
-            session.queue.push(NOTIFIES)
+            session.send(NOTIFIES)
 
     lines = [f"fan-out of {len(NOTIFIES)} bytes to {MEMBERS} connections, per member:"]
     for label, turn in (
         ("socket.send alone", raw),
-        ("push_to_all", broadcast),
-        ("push per member", push_each),
+        ("send_to_all", broadcast),
+        ("send per member", send_each),
     ):
         seconds = best(repeat, lambda turn=turn: per_member(turn))
         lines.append(f"  {label:<18} {seconds * 1e9:6.0f} ns")

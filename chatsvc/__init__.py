@@ -7,22 +7,48 @@ The stages, ready to attach to an existing Twisted application::
     from chatsvc import ChatConfig, NetConfig, chat_service
     chat = chat_service("tcp:11021:backlog=1024", NetConfig(), ChatConfig())
     chat.setServiceParent(app)
+
+The names below are imported on first use, so that importing C{chatsvc} (or
+its pure layers, L{chatsvc.protocol} and L{chatsvc.content}) loads no Twisted.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from chatsvc._version import __version__
-from chatsvc.content.chat import ChatConfig, ChatServer
-from chatsvc.host.redis_login import RedisURL
-from chatsvc.host.services import (
-    ChatService,
-    ListeningService,
-    StageService,
-    chat_service,
-    echo_service,
-    exit_cleanly_on_signals,
-    sendqueue_service,
-)
-from chatsvc.host.settings import HostConfig, LogSettings
-from chatsvc.net.config import NetConfig
+
+if TYPE_CHECKING:
+    from chatsvc.content.chat import ChatConfig, ChatServer
+    from chatsvc.host.redis_login import RedisURL
+    from chatsvc.host.services import (
+        ChatService,
+        ListeningService,
+        StageService,
+        chat_service,
+        echo_service,
+        exit_cleanly_on_signals,
+        sendqueue_service,
+    )
+    from chatsvc.host.settings import HostConfig, LogSettings
+    from chatsvc.net.config import NetConfig
+
+_LAZY = {
+    "ChatConfig": "chatsvc.content.chat",
+    "ChatServer": "chatsvc.content.chat",
+    "RedisURL": "chatsvc.host.redis_login",
+    "ChatService": "chatsvc.host.services",
+    "ListeningService": "chatsvc.host.services",
+    "StageService": "chatsvc.host.services",
+    "chat_service": "chatsvc.host.services",
+    "echo_service": "chatsvc.host.services",
+    "exit_cleanly_on_signals": "chatsvc.host.services",
+    "sendqueue_service": "chatsvc.host.services",
+    "HostConfig": "chatsvc.host.settings",
+    "LogSettings": "chatsvc.host.settings",
+    "NetConfig": "chatsvc.net.config",
+}
 
 __all__ = [
     "ChatConfig",
@@ -40,3 +66,16 @@ __all__ = [
     "exit_cleanly_on_signals",
     "sendqueue_service",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

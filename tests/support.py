@@ -24,8 +24,7 @@ from twisted.protocols import portforward
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from chatsvc.client.events import Event, parse_event
-from chatsvc.net.codec import PacketDecoder
+from chatsvc.protocol import Event, PacketDecoder, parse_event
 
 reactor: Any = _reactor
 EXPECT_REACTOR = os.environ.get("CHATSVC_EXPECT_REACTOR", "")

@@ -11,9 +11,9 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.host.applications import PacketEcho, UnknownPackets
-from chatsvc.net.codec import encode_packet
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory
+from chatsvc.protocol import encode_packet
 from tests.support import HalfCloseTransport
 
 

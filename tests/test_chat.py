@@ -10,24 +10,22 @@ from collections.abc import Iterable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.client.events import (
+from chatsvc.content.chat import ChatConfig, ChatServer, State
+from chatsvc.protocol import (
     ChatNotify,
+    ChatRequest,
+    EnterRoomRequest,
     Event,
+    LeaveRoomRequest,
+    LoginRequest,
     NewUser,
+    PacketDecoder,
+    PacketId,
     Response,
     UserLeft,
     UserList,
     parse_event,
 )
-from chatsvc.content.chat import ChatConfig, ChatServer, State
-from chatsvc.content.packets import (
-    ChatRequest,
-    EnterRoomRequest,
-    LeaveRoomRequest,
-    LoginRequest,
-    PacketId,
-)
-from chatsvc.net.codec import PacketDecoder
 
 LOGIN = PacketId.LOGIN_RESPONSE
 ENTER = PacketId.ROOM_ENTER_RESPONSE
@@ -277,7 +275,7 @@ class EnterTests(ChatTestCase):
             self.assertLessEqual(len(packet), 1024)
 
     def _raw_user_lists(self, handle: str) -> list[bytes]:
-        from chatsvc.content.packets import user_list_notifies
+        from chatsvc.protocol import user_list_notifies
 
         members = [
             (c.unique_id, c.user_id)
@@ -346,6 +344,7 @@ class LeaveTests(ChatTestCase):
         self.in_room(1, "a", "b")
         uid = self.server.clients["a"].unique_id
         self.server.disconnect("a")
+        self.server.end_of_turn()
         self.assertEqual(self.outbox.take("a"), [])
         self.assertEqual(self.outbox.take("b"), [UserLeft(uid)])
         self.assertEqual(self.server.users, 1)

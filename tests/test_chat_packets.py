@@ -1,5 +1,5 @@
 """
-Tests for L{chatsvc.content.packets} and L{chatsvc.client.events}: exact byte
+Tests for L{chatsvc.protocol}'s requests, responses and events: exact byte
 layouts of the tutorial's protocol.
 """
 
@@ -9,35 +9,36 @@ import struct
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.client.events import (
+from chatsvc.protocol import (
     ChatNotify,
-    Echo,
-    NewUser,
-    Response,
-    UnknownPacket,
-    UserLeft,
-    UserList,
-    parse_event,
-)
-from chatsvc.content.packets import (
     ChatRequest,
+    Echo,
     EnterRoomRequest,
     LeaveRoomRequest,
     LoginRequest,
+    NewUser,
+    Packet,
+    PacketDecoder,
     PacketId,
+    ProtocolError,
+    Response,
     Result,
+    UnknownPacket,
+    UserLeft,
+    UserList,
     chat_notify,
     chat_request,
+    encode_packet,
     enter_room_request,
     leave_room_request,
     leave_user_notify,
     login_request,
     new_user_notify,
+    parse_event,
     parse_request,
     result_response,
     user_list_notifies,
 )
-from chatsvc.net.codec import Packet, PacketDecoder, ProtocolError, encode_packet
 
 
 def body(packet: bytes) -> bytes:

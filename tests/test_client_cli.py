@@ -40,15 +40,6 @@ from chatsvc.client.cli import (
     parse_arguments,
     parse_command,
 )
-from chatsvc.client.events import (
-    ChatNotify,
-    Echo,
-    NewUser,
-    Response,
-    UnknownPacket,
-    UserLeft,
-    UserList,
-)
 from chatsvc.client.render import (
     RESULTS,
     ChatView,
@@ -57,12 +48,21 @@ from chatsvc.client.render import (
     failure_text,
     render_event,
 )
-from chatsvc.content.packets import (
+from chatsvc.protocol import (
     MAX_CHAT_MSG_SIZE,
+    ChatNotify,
+    Echo,
+    NewUser,
+    Packet,
     PacketId,
+    Response,
     Result,
+    UnknownPacket,
+    UserLeft,
+    UserList,
     chat_notify,
     chat_request,
+    encode_packet,
     enter_room_request,
     leave_room_request,
     leave_user_notify,
@@ -71,7 +71,6 @@ from chatsvc.content.packets import (
     result_response,
     user_list_notifies,
 )
-from chatsvc.net.codec import Packet, encode_packet
 
 reactor: Any = _reactor
 

@@ -24,15 +24,6 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatsvc import ChatConfig, NetConfig, RedisURL, chat_service, sendqueue_service
-from chatsvc.content.packets import (
-    PacketId,
-    Result,
-    chat_notify,
-    leave_user_notify,
-    new_user_notify,
-    result_response,
-    user_list_notifies,
-)
 from chatsvc.loadtest import batch as batch_module
 from chatsvc.loadtest.batch import NotifyBatch
 from chatsvc.loadtest.bot import (
@@ -65,7 +56,16 @@ from chatsvc.loadtest.stats import (
     new_histogram,
 )
 from chatsvc.loadtest.wire import chat_message, parse_chat_message
-from chatsvc.net.codec import encode_packet
+from chatsvc.protocol import (
+    PacketId,
+    Result,
+    chat_notify,
+    encode_packet,
+    leave_user_notify,
+    new_user_notify,
+    result_response,
+    user_list_notifies,
+)
 from tests.support import free_port, reactor, start_redis
 
 LOGIN_OK = result_response(PacketId.LOGIN_RESPONSE, Result.NONE)

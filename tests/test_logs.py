@@ -13,6 +13,7 @@ from pathlib import Path
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatsvc.host import logs
 from chatsvc.host.logs import LogSettings, make_observer, parse_levels, use_with_twistd
 
 
@@ -93,4 +94,9 @@ class ObserverTests(SynchronousTestCase):
         self.assertEqual(twistd["logger"], "my.observer")
 
     def test_outside_twistd_nothing_changes(self) -> None:
-        use_with_twistd(LogSettings(format="json"), None)
+        """
+        Outside twistd the settings are not kept for twistd's observer.
+        """
+        settings = LogSettings(format="json", max_size=123_457)
+        use_with_twistd(settings, None)
+        self.assertNotIn(settings, logs._twistd_settings)

@@ -6,6 +6,8 @@ batches, one write per turn, protocol errors, slow consumers.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
@@ -13,10 +15,9 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.net.codec import Packet, encode_packet
 from chatsvc.net.config import NetConfig
-from chatsvc.net.sendqueue import push_to_all
-from chatsvc.net.session import Session, SessionFactory
+from chatsvc.net.session import Session, SessionFactory, send_to_all
+from chatsvc.protocol import Packet, encode_packet
 from tests.support import HalfCloseTransport
 
 
@@ -28,6 +29,7 @@ class RecordingApp:
     def __init__(self, echo: bool = False) -> None:
         self.echo = echo
         self.log: list[tuple[str, int, Packet | None]] = []
+        self.at_end_of_turn: Callable[[], object] = lambda: None
 
     def connected(self, session: Session) -> None:
         self.log.append(("connected", session.session_id, None))
@@ -37,6 +39,9 @@ class RecordingApp:
             self.log.append(("packet", session.session_id, packet))
             if self.echo:
                 session.send(encode_packet(packet.packet_id, packet.body))
+
+    def end_of_turn(self) -> None:
+        self.at_end_of_turn()
 
     def disconnected(self, session: Session, reason: Failure) -> None:
         self.log.append(("disconnected", session.session_id, None))
@@ -49,6 +54,20 @@ class RecordingApp:
         ]
 
 
+class LoggedTransport(HalfCloseTransport):
+    """
+    Logs every C{write} as C{(peer port, data)} in a list shared by the test.
+    """
+
+    def __init__(self, log: list[tuple[int, bytes]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._log = log
+
+    def write(self, data: bytes) -> None:
+        self._log.append((self.getPeer().port, data))
+        super().write(data)
+
+
 class SessionTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
@@ -57,12 +76,13 @@ class SessionTestCase(SynchronousTestCase):
             batch_size=4, send_queue_limit=4096, input_buffer_limit=2048
         )
         self.factory = SessionFactory(self.app, self.config, self.reactor)
+        self.writes: list[tuple[int, bytes]] = []
 
     def connect(self, port: int = 1000) -> tuple[Session, HalfCloseTransport]:
         addr = IPv4Address("TCP", "127.0.0.1", port)
         session = self.factory.buildProtocol(addr)
         assert session is not None
-        transport = HalfCloseTransport(peerAddress=addr)
+        transport = LoggedTransport(self.writes, peerAddress=addr)
         session.makeConnection(transport)
         return session, transport
 
@@ -104,15 +124,20 @@ class SessionTests(SessionTestCase):
         """
         Everything answered during a turn leaves in one write.
         """
-        session, transport = self.connect()
-        writes: list[bytes] = []
-        transport.write = writes.append  # type: ignore[method-assign]
+        session, _transport = self.connect()
         session.dataReceived(encode_packet(1, b"a") + encode_packet(1, b"b"))
         session.dataReceived(encode_packet(1, b"c"))
         self.turn()
         self.assertEqual(
-            writes,
-            [encode_packet(1, b"a") + encode_packet(1, b"b") + encode_packet(1, b"c")],
+            self.writes,
+            [
+                (
+                    1000,
+                    encode_packet(1, b"a")
+                    + encode_packet(1, b"b")
+                    + encode_packet(1, b"c"),
+                )
+            ],
         )
 
     def test_end_of_turn_output(self) -> None:
@@ -121,45 +146,34 @@ class SessionTests(SessionTestCase):
         goes out at once, after what was queued before it, one write per
         connection, in the order the application sends it.
         """
-        busy, busy_transport = self.connect(1)
-        quiet, quiet_transport = self.connect(2)
-        writes: list[tuple[int, bytes]] = []
-        for port, transport in ((1, busy_transport), (2, quiet_transport)):
-            transport.write = (  # type: ignore[method-assign]
-                lambda data, port=port: writes.append((port, data))
-            )
-        self.factory.pump.add_turn_hook(
-            lambda: [s.send(b"notify") for s in (busy, quiet)]
-        )
+        busy, _ = self.connect(1)
+        quiet, _ = self.connect(2)
+        self.app.at_end_of_turn = lambda: [s.send(b"notify") for s in (busy, quiet)]
         busy.dataReceived(encode_packet(1, b"ping"))
         self.turn()
         self.assertEqual(
-            writes, [(1, encode_packet(1, b"ping") + b"notify"), (2, b"notify")]
+            self.writes, [(1, encode_packet(1, b"ping") + b"notify"), (2, b"notify")]
         )
 
-    def test_push_to_all(self) -> None:
+    def test_send_to_all(self) -> None:
         """
-        L{push_to_all} is C{push} on every queue: at the end of a turn a
-        queue's pending output and the data leave in one write, an idle queue
+        L{send_to_all} is C{send} on every session: at the end of a turn a
+        session's queued output and the data leave in one write, an idle one
         writes the data at once, a paused one keeps it until it resumes and a
         closed one drops it.
         """
         busy, idle, paused, closed = (self.connect(port)[0] for port in range(1, 5))
-        writes: dict[int, list[bytes]] = {port: [] for port in range(1, 5)}
-        for port, session in enumerate((busy, idle, paused, closed), 1):
-            session.transport.write = writes[port].append  # type: ignore[union-attr]
-        paused.queue.pauseProducing()
-        closed.queue.close()
-        queues = [s.queue for s in (busy, idle, paused, closed)]
-        self.factory.pump.add_turn_hook(lambda: push_to_all(queues, b"notify"))
+        paused._queue.pauseProducing()
+        closed._queue.close()
+        sessions = [busy, idle, paused, closed]
+        self.app.at_end_of_turn = lambda: send_to_all(sessions, b"notify")
         busy.dataReceived(encode_packet(1, b"ping"))
         self.turn()
         self.assertEqual(
-            writes,
-            {1: [encode_packet(1, b"ping") + b"notify"], 2: [b"notify"], 3: [], 4: []},
+            self.writes, [(1, encode_packet(1, b"ping") + b"notify"), (2, b"notify")]
         )
-        paused.queue.resumeProducing()
-        self.assertEqual(writes[3], [b"notify"])
+        paused._queue.resumeProducing()
+        self.assertEqual(self.writes[2:], [(3, b"notify")])
 
     def test_batches_are_fair(self) -> None:
         """
@@ -252,12 +266,12 @@ class SessionTests(SessionTestCase):
         stops taking input; both resume when it drains.
         """
         session, transport = self.connect()
-        session.queue.pauseProducing()
+        session._queue.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
         session.dataReceived(encode_packet(1, b"a"))
         self.turn()
         self.assertEqual(self.app.packets(), [])
-        session.queue.resumeProducing()
+        session._queue.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
         self.turn()
         self.assertEqual(transport.value(), encode_packet(1, b"a"))
@@ -265,7 +279,7 @@ class SessionTests(SessionTestCase):
     def test_slow_consumer_is_cut_off(self) -> None:
         slow, slow_transport = self.connect(1)
         other, other_transport = self.connect(2)
-        slow.queue.pauseProducing()
+        slow._queue.pauseProducing()
         with capturedLogs() as events:
             for _ in range(5):
                 slow.send(b"x" * 1000)
@@ -305,7 +319,7 @@ class SessionTests(SessionTestCase):
         A connection closed by the server writes out what it had queued.
         """
         session, transport = self.connect()
-        session.queue.pauseProducing()
+        session._queue.pauseProducing()
         session.send(b"held")
         session.close("test")
         self.assertEqual(transport.value(), b"held")

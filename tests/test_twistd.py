@@ -18,14 +18,18 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.client.events import ChatNotify, Response, parse_event
-from chatsvc.content.packets import (
+from chatsvc.protocol import (
+    ChatNotify,
+    Packet,
+    PacketDecoder,
     PacketId,
+    Response,
     chat_request,
+    encode_packet,
     enter_room_request,
     login_request,
+    parse_event,
 )
-from chatsvc.net.codec import Packet, PacketDecoder, encode_packet
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -53,7 +53,7 @@ MSG_FIELD: Final = 257
 USER_ENTRY: Final = struct.Struct("<qb")
 ROOM_NUMBER: Final = struct.Struct("<i")
 UNIQUE_ID: Final = struct.Struct("<q")
-# Result codes (PROTOCOL.md)
+# Result codes (docs/protocol.md)
 OK, ALREADY, FULL_SERVER, INVALID_PW = 0, 31, 32, 33
 NOT_LOGGED_IN, ALREADY_IN_ROOM, ROOM_FULL = 51, 52, 54
 INVALID_ROOM, CHAT_NO_ROOM = 61, 81

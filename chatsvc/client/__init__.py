@@ -1,35 +1,16 @@
 """
-Client side of the chat protocol: a sans-io connection core and the
-C{chatsvc-client} terminal program.
+The C{chatsvc-client} terminal program: what it shows for each server event
+(L{chatsvc.client.render}) and the program itself (L{chatsvc.client.cli}).
+The wire protocol it speaks is L{chatsvc.protocol}'s.
 
-The program itself lives in L{chatsvc.client.cli}; it is not imported here, so
-that C{python -m chatsvc.client.cli} runs it without a second copy.
+The program is not imported here, so that C{python -m chatsvc.client.cli}
+runs it without a second copy.
 """
 
-from chatsvc.client.events import (
-    ChatNotify,
-    Echo,
-    Event,
-    NewUser,
-    Response,
-    UnknownPacket,
-    UserLeft,
-    UserList,
-    parse_event,
-)
 from chatsvc.client.render import ChatView, describe_result, render_event
 
 __all__ = [
-    "ChatNotify",
     "ChatView",
-    "Echo",
-    "Event",
-    "NewUser",
-    "Response",
-    "UnknownPacket",
-    "UserLeft",
-    "UserList",
     "describe_result",
-    "parse_event",
     "render_event",
 ]

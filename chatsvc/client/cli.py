@@ -38,19 +38,22 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatsvc.client.events import Event, Response, parse_event
 from chatsvc.client.render import ChatView, failure_text
-from chatsvc.content.packets import (
+from chatsvc.protocol import (
     MAX_CHAT_MSG_SIZE,
     MAX_USER_ID_LEN,
     MAX_USER_PW_LEN,
+    Event,
+    PacketDecoder,
     PacketId,
+    ProtocolError,
+    Response,
     chat_request,
     enter_room_request,
     leave_room_request,
     login_request,
+    parse_event,
 )
-from chatsvc.net.codec import PacketDecoder, ProtocolError
 
 PROGRAM: Final = "chatsvc-client"
 DEFAULT_HOST: Final = "127.0.0.1"

@@ -15,17 +15,17 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Final
 
-from chatsvc.client.events import (
+from chatsvc.protocol import (
     ChatNotify,
     Echo,
     Event,
     NewUser,
+    PacketId,
     Response,
     UnknownPacket,
     UserLeft,
     UserList,
 )
-from chatsvc.content.packets import PacketId
 
 #: Every C{ERROR_CODE} of the protocol: its name and what it means to a user.
 RESULTS: Final[Mapping[int, tuple[str, str]]] = {

@@ -1,28 +1,28 @@
 """
 The content layer (the tutorial's "Content" library): users, rooms and the
-login and chat rules. Plain Python: it knows nothing of sockets or reactors.
+login and chat rules. Plain Python on top of L{chatsvc.protocol}: it imports
+nothing of Twisted or of the network layer, and acts only through what it is
+given (an outbox, a clock, presence, a room stream).
 """
 
-from chatsvc.content.chat import ChatConfig, ChatServer, Client, Outbox, State
+from chatsvc.content.chat import ChatConfig, ChatServer, Outbox, State, User
 from chatsvc.content.login import LoginBackend, OpenLogin
-from chatsvc.content.packets import PacketId, Request, Result, parse_request
 from chatsvc.content.presence import LocalPresence, Presence
 from chatsvc.content.rooms import Room, Rooms
+from chatsvc.content.roomstream import LocalRoomStream, RoomStream
 
 __all__ = [
     "ChatConfig",
     "ChatServer",
-    "Client",
     "LocalPresence",
+    "LocalRoomStream",
     "LoginBackend",
     "OpenLogin",
     "Outbox",
-    "PacketId",
     "Presence",
-    "Request",
-    "Result",
     "Room",
+    "RoomStream",
     "Rooms",
     "State",
-    "parse_request",
+    "User",
 ]

@@ -3,9 +3,11 @@
 The chat rules (the tutorial's ChatServer_01 to _03), as plain Python.
 
 L{ChatServer} is told of connections, requests and login results, and acts
-only through its L{Outbox}: it never touches a socket, a clock or a reactor,
-so every rule is testable by calling it. Connections are opaque hashable
-handles chosen by the caller (the Twisted shell passes its sessions).
+only through what it is given: its L{Outbox} (output to connections, login
+checks), its L{RoomStream} (every event of a room) and a clock. It never
+touches a socket or a reactor, so every rule is testable by calling it.
+Connections are opaque hashable handles chosen by the caller (the Twisted
+shell passes its sessions).
 
 Each connection moves through NONE -> LOGIN -> ROOM; a login in progress
 (LOGGING_IN, while the back end checks the password) already holds its user id
@@ -21,7 +23,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
-from chatsvc.content.packets import (
+from chatsvc.content.presence import LocalPresence, Presence
+from chatsvc.content.rooms import Room, Rooms
+from chatsvc.content.roomstream import LocalRoomStream, RoomStream
+from chatsvc.protocol import (
+    DEFAULT_MAX_PACKET_SIZE,
     ChatRequest,
     EnterRoomRequest,
     LeaveRoomRequest,
@@ -35,10 +41,7 @@ from chatsvc.content.packets import (
     result_response,
     user_list_notifies,
 )
-from chatsvc.content.presence import LocalPresence, Presence
-from chatsvc.content.rooms import Room, Rooms
-from chatsvc.net.codec import DEFAULT_MAX_PACKET_SIZE
-from chatsvc.net.ratelimit import TokenBucket
+from chatsvc.ratelimit import TokenBucket
 
 H = TypeVar("H", bound=Hashable)
 H_contra = TypeVar("H_contra", bound=Hashable, contravariant=True)
@@ -131,9 +134,10 @@ class State(Enum):
     ROOM = "in a room"
 
 
-class Client:
+class User:
     """
-    One connection as the chat rules see it.
+    One connection as the chat rules see it (the tutorial's C{User}): its
+    state and, once logged in, its user id, unique id and room.
     """
 
     __slots__ = ("bucket", "room", "state", "unique_id", "user_id")
@@ -142,11 +146,11 @@ class Client:
         self.state = State.NONE
         self.user_id = b""
         self.unique_id = 0
-        self.room: Room[Any, Client] | None = None
+        self.room: Room[Any, User] | None = None
         self.bucket: TokenBucket | None = None
 
     def __repr__(self) -> str:
-        return f"<Client {self.user_id!r} {self.state.value}>"
+        return f"<User {self.user_id!r} {self.state.value}>"
 
 
 _LOGIN_OK = result_response(PacketId.LOGIN_RESPONSE, Result.NONE)
@@ -168,24 +172,30 @@ class ChatServer(Generic[H]):
         clock: Callable[[], float],
         presence: Presence | None = None,
         unique_ids: Iterator[int] | None = None,
+        room_stream: RoomStream[H, User] | None = None,
     ) -> None:
         self.config = config = config or ChatConfig()
         self._outbox = outbox
         self._clock = clock
         self.presence: Presence = presence if presence is not None else LocalPresence()
         self._unique_ids = unique_ids if unique_ids is not None else itertools.count(1)
-        self.clients: dict[H, Client] = {}
+        self.clients: dict[H, User] = {}
         self.users = 0
         self.stats = ChatStats()
-        self.rooms: Rooms[H, Client] = Rooms(
-            config.room_start, config.rooms, config.room_capacity, outbox.broadcast
+        self.rooms: Rooms[H, User] = Rooms(
+            config.room_start, config.rooms, config.room_capacity
+        )
+        self.room_stream: RoomStream[H, User] = (
+            room_stream
+            if room_stream is not None
+            else LocalRoomStream(outbox.broadcast)
         )
 
     def connect(self, handle: H) -> None:
         """
         A connection opened.
         """
-        self.clients[handle] = Client()
+        self.clients[handle] = User()
 
     def disconnect(self, handle: H) -> None:
         """
@@ -234,9 +244,9 @@ class ChatServer(Generic[H]):
 
     def end_of_turn(self) -> None:
         """
-        Deliver the notifies published during this reactor turn.
+        Deliver the room events published during this reactor turn.
         """
-        self.rooms.flush()
+        self.room_stream.flush()
 
     def _send(self, handle: H, packet_id: PacketId, data: bytes) -> None:
         self.stats.sent(packet_id, len(data))
@@ -247,20 +257,18 @@ class ChatServer(Generic[H]):
             self.stats.logins[result] += 1
         self._send(handle, packet_id, result_response(packet_id, result))
 
-    def _tell_room(
-        self, room: Room[H, Client], packet_id: PacketId, data: bytes
-    ) -> None:
+    def _tell_room(self, room: Room[H, User], packet_id: PacketId, data: bytes) -> None:
         self.stats.sent(packet_id, len(data), len(room.members))
-        self.rooms.send_now(room, data)
+        self.room_stream.publish(room, data)
 
-    def _log_out(self, client: Client) -> None:
+    def _log_out(self, client: User) -> None:
         self.presence.release(client.user_id)
         self.users -= 1
         client.state = State.NONE
         client.user_id = b""
         client.unique_id = 0
 
-    def _login(self, handle: H, client: Client, request: LoginRequest) -> None:
+    def _login(self, handle: H, client: User, request: LoginRequest) -> None:
         user_id = request.user_id
         if client.state is not State.NONE:
             result = Result.LOGIN_USER_ALREADY
@@ -278,7 +286,7 @@ class ChatServer(Generic[H]):
             return
         self._reply(handle, PacketId.LOGIN_RESPONSE, result)
 
-    def _enter(self, handle: H, client: Client, request: EnterRoomRequest) -> None:
+    def _enter(self, handle: H, client: User, request: EnterRoomRequest) -> None:
         room = self.rooms.get(request.room_number)
         if client.state is State.ROOM:
             result = Result.ENTER_ROOM_INVALID_USER_STATUS
@@ -292,7 +300,7 @@ class ChatServer(Generic[H]):
             present = [(c.unique_id, c.user_id) for c in room.members.values()]
             notify = new_user_notify(client.unique_id, client.user_id)
             self._tell_room(room, PacketId.ROOM_NEW_USER_NTF, notify)
-            self.rooms.enter(room, handle, client)
+            self.room_stream.enter(room, handle, client)
             client.room = room
             client.state = State.ROOM
             self._send(handle, PacketId.ROOM_ENTER_RESPONSE, _ENTER_OK)
@@ -301,7 +309,7 @@ class ChatServer(Generic[H]):
             return
         self._reply(handle, PacketId.ROOM_ENTER_RESPONSE, result)
 
-    def _leave(self, handle: H, client: Client) -> None:
+    def _leave(self, handle: H, client: User) -> None:
         if client.room is not None:
             self._leave_room(handle, client, client.room)
             self._send(handle, PacketId.ROOM_LEAVE_RESPONSE, _LEAVE_OK)
@@ -313,15 +321,15 @@ class ChatServer(Generic[H]):
         )
         self._reply(handle, PacketId.ROOM_LEAVE_RESPONSE, result)
 
-    def _leave_room(self, handle: H, client: Client, room: Room[H, Client]) -> None:
-        self.rooms.leave(room, handle)
+    def _leave_room(self, handle: H, client: User, room: Room[H, User]) -> None:
+        self.room_stream.leave(room, handle)
         client.room = None
         client.state = State.LOGIN
         self._tell_room(
             room, PacketId.ROOM_LEAVE_USER_NTF, leave_user_notify(client.unique_id)
         )
 
-    def _chat(self, handle: H, client: Client, request: ChatRequest) -> None:
+    def _chat(self, handle: H, client: User, request: ChatRequest) -> None:
         room = client.room
         if room is None:
             result = (
@@ -334,12 +342,11 @@ class ChatServer(Generic[H]):
         else:
             self._send(handle, PacketId.ROOM_CHAT_RESPONSE, _CHAT_OK)
             notify = chat_notify(client.user_id, request.message)
-            self.stats.sent(PacketId.ROOM_CHAT_NOTIFY, len(notify), len(room.members))
-            self.rooms.publish(room, notify)
+            self._tell_room(room, PacketId.ROOM_CHAT_NOTIFY, notify)
             return
         self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, result)
 
-    def _within_rate(self, client: Client) -> bool:
+    def _within_rate(self, client: User) -> bool:
         config = self.config
         if not config.chat_rate:
             return True

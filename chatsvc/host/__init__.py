@@ -1,27 +1,7 @@
 """
 The host layer (the tutorial's "Host"): options, services, twistd plugins and
 the wiring of the network and content layers.
+
+Nothing is re-exported here: import from the modules (L{chatsvc.host.services},
+L{chatsvc.host.applications}, ...), or the stages from L{chatsvc}.
 """
-
-from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
-from chatsvc.host.redis_login import RedisLogin, RedisURL
-from chatsvc.host.services import (
-    ChatService,
-    ListeningService,
-    chat_service,
-    echo_service,
-    sendqueue_service,
-)
-
-__all__ = [
-    "ChatApplication",
-    "ChatService",
-    "ListeningService",
-    "PacketEcho",
-    "RedisLogin",
-    "RedisURL",
-    "UnknownPackets",
-    "chat_service",
-    "echo_service",
-    "sendqueue_service",
-]

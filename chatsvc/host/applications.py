@@ -17,10 +17,14 @@ from twisted.python.failure import Failure
 
 from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
-from chatsvc.content.packets import PacketId, parse_request
-from chatsvc.net.codec import Packet, ProtocolError, encode_packet
-from chatsvc.net.sendqueue import push_to_all
-from chatsvc.net.session import Session
+from chatsvc.net.session import Session, send_to_all
+from chatsvc.protocol import (
+    Packet,
+    PacketId,
+    ProtocolError,
+    encode_packet,
+    parse_request,
+)
 
 DEV_ECHO = PacketId.DEV_ECHO.value
 _packet_id = itemgetter(0)
@@ -80,7 +84,10 @@ class PacketEcho:
             echo = b"".join(answers)
         if echo:
             self.echoed_bytes += len(echo)
-            session.queue.push(echo)
+            session.send(echo)
+
+    def end_of_turn(self) -> None:
+        pass
 
     def disconnected(self, session: Session, reason: Failure) -> None:
         pass
@@ -141,10 +148,10 @@ class ChatApplication:
         self.server.end_of_turn()
 
     def send(self, to: Session, data: bytes) -> None:
-        to.queue.push(data)
+        to.send(data)
 
     def broadcast(self, to: Iterable[Session], data: bytes) -> None:
-        push_to_all([session.queue for session in to], data)
+        send_to_all(to, data)
 
     def check_login(self, client: Session, user_id: bytes, password: bytes) -> None:
         checking = ensureDeferred(self.login.check(user_id, password))

@@ -23,9 +23,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from chatsvc.content.chat import ChatServer
-from chatsvc.content.packets import PacketId
 from chatsvc.net.connection import LimitedFactory
 from chatsvc.net.session import Session
+from chatsvc.protocol import PacketId
 
 #: A health condition: returns L{None} when fine, else what is wrong.
 HealthCheck = Callable[[], str | None]
@@ -121,7 +121,7 @@ class StageCollector(Collector):
         yield GaugeMetricFamily(
             "chatsvc_send_queue_bytes",
             "Bytes queued and not yet handed to transports.",
-            value=sum(c.queue.pending for c in connections if isinstance(c, Session)),
+            value=sum(c.pending_output for c in connections if isinstance(c, Session)),
         )
         if self._chat is not None:
             yield from self._collect_chat(self._chat)

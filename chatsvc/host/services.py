@@ -223,7 +223,6 @@ class ChatService(StageService):
             chat, login, reactor.seconds, UnknownPackets(disconnect_unknown)
         )
         factory = SessionFactory(self.application, config, reactor)
-        factory.pump.add_turn_hook(self.application.end_of_turn)
         server = self.application.server
         collector = StageCollector(
             factory,

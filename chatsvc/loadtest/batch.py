@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from chatsvc.content.packets import CHAT_MSG_FIELD, USER_ID_FIELD, PacketId
 from chatsvc.loadtest.wire import MESSAGE_FORMAT, MESSAGE_SIZE, NOTIFY_SIZE
+from chatsvc.protocol import CHAT_MSG_FIELD, USER_ID_FIELD, PacketId
 
 try:
     import numpy as np

@@ -34,30 +34,32 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
-from chatsvc.client.events import (
-    Echo,
-    NewUser,
-    Response,
-    UnknownPacket,
-    UserLeft,
-    UserList,
-    parse_event,
-)
-from chatsvc.content.packets import (
-    USER_ID_FIELD,
-    PacketId,
-    chat_request,
-    enter_room_request,
-    leave_room_request,
-    login_request,
-)
 from chatsvc.loadtest.batch import MIN_BATCH, NotifyBatch
 from chatsvc.loadtest.wire import (
     NOTIFY_BODY,
     NOTIFY_SIZE,
     chat_message,
 )
-from chatsvc.net.codec import HEADER_SIZE, Packet, ProtocolError, encode_packet
+from chatsvc.protocol import (
+    HEADER,
+    HEADER_SIZE,
+    USER_ID_FIELD,
+    Echo,
+    NewUser,
+    Packet,
+    PacketId,
+    ProtocolError,
+    Response,
+    UnknownPacket,
+    UserLeft,
+    UserList,
+    chat_request,
+    encode_packet,
+    enter_room_request,
+    leave_room_request,
+    login_request,
+    parse_event,
+)
 
 #: The reference client's largest packet: a server must never send more.
 MAX_SERVER_PACKET: Final = 1024
@@ -67,7 +69,6 @@ MIN_ECHO_SIZE: Final = HEADER_SIZE + ECHO_STAMP.size
 #: Latencies are recorded in microseconds, rounded down to 11 significant bits
 #: (what an HDR histogram with 3 significant digits keeps anyway).
 SIGNIFICANT_BITS: Final = 11
-_LENGTH_ID = struct.Struct("<HH")
 _BATCH_BYTES = MIN_BATCH * NOTIFY_SIZE
 _MESSAGE_START = HEADER_SIZE + USER_ID_FIELD
 _CHAT_NOTIFY = int(PacketId.ROOM_CHAT_NOTIFY)
@@ -572,7 +573,7 @@ class Bot:
         buffer += data
         end = len(buffer)
         offset = 0
-        unpack_from = _LENGTH_ID.unpack_from
+        unpack_header = HEADER.unpack_from
         unpack_notify = NOTIFY_BODY.unpack_from
         counters = self.counters
         recording = counters.recording
@@ -583,8 +584,8 @@ class Bot:
         batch = self.batch
         received = 0
         try:
-            while end - offset >= 4:
-                length, packet_id = unpack_from(buffer, offset)
+            while end - offset >= HEADER_SIZE:
+                length, packet_id, packet_type = unpack_header(buffer, offset)
                 if length < HEADER_SIZE or length > MAX_SERVER_PACKET:
                     self._violate(
                         f"packet length {length} outside {HEADER_SIZE}.."
@@ -653,7 +654,9 @@ class Bot:
                             self.returned(1)
                 else:
                     packet = Packet(
-                        packet_id, buffer[offset + 4], bytes(buffer[offset + 5 : stop])
+                        packet_id,
+                        packet_type,
+                        bytes(buffer[offset + HEADER_SIZE : stop]),
                     )
                     if not self._packet(packet, now_ns):
                         return
@@ -693,7 +696,7 @@ class Bot:
         try:
             event = parse_event(packet)
         except ProtocolError as e:
-            self._violate(e.reason, _wire(raw))
+            self._violate(e.reason, raw.wire())
             return False
         match event:
             case Response(packet_id, result):
@@ -703,31 +706,31 @@ class Bot:
             case NewUser(unique_id, user_id):
                 if self.state not in _IN_ROOM_STATES:
                     self._violate(
-                        f"new-user notify while {self.state.value}", _wire(raw)
+                        f"new-user notify while {self.state.value}", raw.wire()
                     )
                     return False
                 self._member(unique_id, user_id, strict=True)
             case UserList(users):
                 if self.state not in _IN_ROOM_STATES:
                     self._violate(
-                        f"user-list notify while {self.state.value}", _wire(raw)
+                        f"user-list notify while {self.state.value}", raw.wire()
                     )
                     return False
                 for unique_id, user_id in users:
                     self._member(unique_id, user_id, strict=self.strict_existing)
             case UserLeft(unique_id):
                 if self.state not in _IN_ROOM_STATES:
-                    self._violate(f"leave notify while {self.state.value}", _wire(raw))
+                    self._violate(f"leave notify while {self.state.value}", raw.wire())
                     return False
                 sender = self._uids.pop(unique_id, None)
                 if sender is not None:
                     self.tracker.close(sender, check_tail=True)
             case UnknownPacket():
-                self._violate(f"unknown packet id {packet.packet_id}", _wire(raw))
+                self._violate(f"unknown packet id {packet.packet_id}", raw.wire())
                 return False
             case _:
                 # A chat notify of the wrong length.
-                self._violate("malformed chat notify", _wire(raw))
+                self._violate("malformed chat notify", raw.wire())
                 return False
         return True
 
@@ -745,7 +748,7 @@ class Bot:
             waiting = _REQUEST_NAMES[expected[0]] if expected else "nothing"
             self._violate(
                 f"{_REQUEST_NAMES[packet_id]} response while waiting for {waiting}",
-                _wire(raw),
+                raw.wire(),
             )
             return False
         expected.popleft()
@@ -797,11 +800,11 @@ class Bot:
         if len(body) != self.echo_size - HEADER_SIZE:
             self._violate(
                 f"echo reply of {len(body) + HEADER_SIZE} bytes, sent {self.echo_size}",
-                _wire(raw),
+                raw.wire(),
             )
             return False
         if self.in_flight <= 0:
-            self._violate("echo reply to nothing sent", _wire(raw))
+            self._violate("echo reply to nothing sent", raw.wire())
             return False
         seq, sent_ns = ECHO_STAMP.unpack_from(body)
         counters = self.counters
@@ -844,16 +847,3 @@ class Bot:
 
 # A tuple: membership by identity, without hashing the enum in Python.
 _IN_ROOM_STATES: Final = (BotState.IN_ROOM, BotState.LEAVING)
-
-
-def _wire(packet: Packet) -> bytes:
-    """
-    Return a packet as it was on the wire (for reports).
-    """
-    length = HEADER_SIZE + len(packet.body)
-    return (
-        length.to_bytes(2, "little")
-        + packet.packet_id.to_bytes(2, "little")
-        + bytes([packet.type])
-        + packet.body
-    )

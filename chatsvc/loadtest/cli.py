@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from chatsvc.content.packets import MAX_USER_ID_LEN, MAX_USER_PW_LEN
 from chatsvc.loadtest.bot import MAX_SERVER_PACKET, MIN_ECHO_SIZE
 from chatsvc.loadtest.config import SCENARIOS, RunConfig
 from chatsvc.loadtest.report import plot, progress_line, summary_table
 from chatsvc.loadtest.wire import MAX_SENDER
+from chatsvc.protocol import MAX_USER_ID_LEN, MAX_USER_PW_LEN
 
 PROGRAM: Final = "chatsvc-bench"
 EXIT_OK: Final = 0

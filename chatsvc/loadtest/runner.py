@@ -936,10 +936,3 @@ def _expected_run(config: RunConfig) -> float:
     if config.scenario == "login":
         return config.duration
     return config.warmup + config.duration
-
-
-def pid() -> int:
-    """
-    This process's id (for reports).
-    """
-    return os.getpid()

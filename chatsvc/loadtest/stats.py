@@ -20,8 +20,8 @@ from typing import Any, Final
 from hdrh.histogram import HdrHistogram
 
 from chatsvc.client.render import RESULTS
-from chatsvc.content.packets import PacketId
 from chatsvc.loadtest.bot import SentLog, count_lost
+from chatsvc.protocol import PacketId
 
 #: Latencies are recorded in microseconds, from 1 us to one hour.
 LOWEST_US: Final = 1

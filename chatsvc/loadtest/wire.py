@@ -10,8 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from chatsvc.content.packets import CHAT_MSG_FIELD, USER_ID_FIELD
-from chatsvc.net.codec import HEADER_SIZE
+from chatsvc.protocol import CHAT_MSG_FIELD, HEADER_SIZE, USER_ID_FIELD
 
 #: sender, seq, visit, send time (monotonic ns)
 MESSAGE_FORMAT: Final = b"%08d:%010d:%010d:%018d"

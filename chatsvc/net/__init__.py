@@ -1,43 +1,54 @@
 """
-The network layer (the tutorial's "Network" library): framing, sessions, send
-queues, fair dispatch and connection limits. It knows nothing of chat.
+The network layer (the tutorial's "Network" library): sessions, send queues,
+fair dispatch and connection limits. It knows nothing of chat; the framing it
+decodes is L{chatsvc.protocol}'s.
+
+The names below are imported on first use: importing this package loads
+neither Twisted's reactor nor anything else.
 """
 
-from chatsvc.net.codec import (
-    DEFAULT_MAX_PACKET_SIZE,
-    HEADER,
-    HEADER_SIZE,
-    Packet,
-    PacketDecoder,
-    ProtocolError,
-    encode_packet,
-    pack_str,
-    unpack_str,
-)
-from chatsvc.net.config import NetConfig
-from chatsvc.net.echo import EchoFactory, RawEcho
-from chatsvc.net.ratelimit import TokenBucket
-from chatsvc.net.sendqueue import SendQueue
-from chatsvc.net.session import Application, Session, SessionFactory
-from chatsvc.net.turn import Pump
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chatsvc.net.config import NetConfig
+    from chatsvc.net.echo import EchoFactory, RawEcho
+    from chatsvc.net.session import Application, Session, SessionFactory, send_to_all
+    from chatsvc.net.turn import Pump
+
+_LAZY = {
+    "NetConfig": "chatsvc.net.config",
+    "EchoFactory": "chatsvc.net.echo",
+    "RawEcho": "chatsvc.net.echo",
+    "Application": "chatsvc.net.session",
+    "Session": "chatsvc.net.session",
+    "SessionFactory": "chatsvc.net.session",
+    "send_to_all": "chatsvc.net.session",
+    "Pump": "chatsvc.net.turn",
+}
 
 __all__ = [
-    "DEFAULT_MAX_PACKET_SIZE",
-    "HEADER",
-    "HEADER_SIZE",
     "Application",
     "EchoFactory",
     "NetConfig",
-    "Packet",
-    "PacketDecoder",
-    "ProtocolError",
     "Pump",
     "RawEcho",
-    "SendQueue",
     "Session",
     "SessionFactory",
-    "TokenBucket",
-    "encode_packet",
-    "pack_str",
-    "unpack_str",
+    "send_to_all",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

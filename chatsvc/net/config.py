@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatsvc.net.codec import DEFAULT_MAX_PACKET_SIZE, HEADER_SIZE, MAX_WIRE_PACKET_SIZE
+from chatsvc.protocol import DEFAULT_MAX_PACKET_SIZE, HEADER_SIZE, MAX_WIRE_PACKET_SIZE
 
 
 @dataclass(frozen=True, slots=True)

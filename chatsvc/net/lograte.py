@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.logger import Logger, LogLevel
 
-from chatsvc.net.ratelimit import TokenBucket
+from chatsvc.ratelimit import TokenBucket
 
 
 class RateLimitedLog:

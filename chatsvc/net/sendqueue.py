@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_session -*-
+# -*- test-case-name: tests.test_session,tests.test_sendqueue -*-
 """
 The per-connection send queue: the tutorial's "one send in flight", the
 Twisted way.
@@ -10,6 +10,11 @@ producer), and the queue holds further output itself, up to C{limit} bytes.
 Past that the receiver is too slow to keep up and the owner is told to cut it
 off, so one slow reader never costs unbounded memory or delays anybody else.
 
+When output leaves is decided in one place, L{push_to_all}: while the turn
+ends, a queue that is not paused and wrote nothing yet this turn writes at
+once (what it is given is its last output of the turn); otherwise output
+waits for the end of the turn.
+
 Writing on the readiness-based reactors (epoll, poll, select): a plain
 C{transport.write} only buffers and arms the socket for writing, and the
 reactor sends on its next pass and disarms it again; on epoll that is two
@@ -19,12 +24,13 @@ at once on the transport's socket (one C{send}, the call the reactor would
 make) and hands only what the socket did not take, or the data of a send that
 failed, to C{transport.write}, which deals with it as it would have. The
 IOCP reactor has no such cost (every write is a C{WSASend} completing on the
-port), and its transports always get C{transport.write}.
+port), and its transports always get C{transport.write}. L{transport_writer}
+is the only code that looks inside a Twisted transport to do this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from twisted.internet import tcp
@@ -56,6 +62,44 @@ class SendQueueOwner(Protocol):
         """
 
 
+def transport_writer(transport: ITransport) -> Callable[[bytes], None]:
+    """
+    Return a function that writes bytes on C{transport} as C{transport.write}
+    would, sending straight on the socket when that is the same thing.
+
+    That is the case for a plain TCP connection of a readiness-based reactor
+    (a L{tcp.Connection}, which IOCP's and TLS's transports are not) that is
+    connected, not closing, not switched to TLS with C{startTLS}, and holds
+    nothing unsent (neither in C{dataBuffer} nor in the writes not yet joined
+    to it, C{_tempDataLen}). Anything else, and whatever the socket does not
+    take at once, goes through C{transport.write}.
+    """
+    write = transport.write
+    if not isinstance(transport, tcp.Connection):
+        return write
+    connection: Any = transport
+    send = connection.getHandle().send
+
+    def write_now(data: bytes) -> None:
+        if (
+            not connection._tempDataLen
+            and not connection.dataBuffer
+            and connection.connected
+            and not connection.disconnecting
+            and not connection.TLS
+        ):
+            try:
+                written = send(data)
+            except OSError:
+                written = 0  # would block, or broken: the transport finds out
+            if written == len(data):
+                return
+            data = data[written:]
+        write(data)
+
+    return write_now
+
+
 @implementer(IPushProducer)
 class SendQueue:
     """
@@ -67,9 +111,8 @@ class SendQueue:
         "_owner",
         "_pump",
         "_scheduled",
-        "_send",
         "_stats",
-        "_transport",
+        "_write",
         "_written_turn",
         "closed",
         "limit",
@@ -85,12 +128,7 @@ class SendQueue:
         owner: SendQueueOwner,
         stats: NetStats,
     ) -> None:
-        self._transport = transport
-        self._send: Callable[[bytes], int] | None = (
-            transport.getHandle().send
-            if isinstance(transport, tcp.Connection)
-            else None
-        )
+        self._write = transport_writer(transport)
         self._stats = stats
         self._pump = pump
         self._owner = owner
@@ -105,36 +143,21 @@ class SendQueue:
 
     def push(self, data: bytes) -> None:
         """
-        Queue C{data} to be written at the end of this reactor turn.
-
-        Output pushed while the turn is ending (a room's notifies) to a queue
-        that wrote nothing yet this turn goes out at once, after what the
-        queue holds: it is the connection's last output of the turn.
+        Queue C{data} to be written at the end of this reactor turn (or at
+        once while the turn ends, see L{push_to_all}).
         """
-        if self.closed:
-            return
-        pump = self._pump
-        if pump.flushing and not self.paused and self._written_turn != pump.turn:
-            self._chunks.append(data)
-            self.drain()
-            return
-        self._chunks.append(data)
-        self.pending += len(data)
-        if self.pending > self.limit:
-            self._owner.output_overflowed(self.pending)
-        elif not self._scheduled and not self.paused:
-            self._scheduled = True
-            self._pump.dirty(self)
+        push_to_all((self,), data)
 
-    def flush(self) -> None:
+    def write_unless_paused(self) -> None:
         """
-        Hand everything queued to the transport as one write.
+        Hand everything queued to the transport as one write, unless the
+        transport paused the queue (then it waits for L{resumeProducing}).
         """
         self._scheduled = False
         if not self.paused:
-            self.drain()
+            self.write_even_if_paused()
 
-    def drain(self) -> None:
+    def write_even_if_paused(self) -> None:
         """
         Hand everything queued to the transport now, even while it is paused
         (the transport buffers it): for a connection about to close.
@@ -147,7 +170,7 @@ class SendQueue:
         self.pending = 0
         self._stats.bytes_out += len(data)
         self._written_turn = self._pump.turn
-        _send_now((self,), data)
+        self._write(data)
 
     def close(self) -> None:
         """
@@ -163,7 +186,7 @@ class SendQueue:
 
     def resumeProducing(self) -> None:
         self.paused = False
-        self.flush()
+        self.write_unless_paused()
         if not self.paused:
             self._owner.output_resumed()
 
@@ -171,58 +194,43 @@ class SendQueue:
         self.close()
 
 
-def push_to_all(queues: Iterable[SendQueue], data: bytes) -> None:
+def push_to_all(queues: Collection[SendQueue], data: bytes) -> None:
     """
-    L{SendQueue.push} the same C{data} to each of C{queues}: a room's notifies.
+    Give the same C{data} to each of C{queues}: the one rule of when output
+    leaves.
 
-    This runs for every member of every room with news, every turn, so the
-    queues that send at once (the turn is ending, they hold nothing and wrote
-    nothing yet this turn) are picked out here and written together, without
-    a method call per queue; the others take the data through C{push}.
+    While the turn ends (the pump is running the application's end of turn),
+    a queue that is not paused and wrote nothing yet this turn writes what it
+    holds and C{data} at once: nothing it is given later in the turn could
+    join them. Any other queue keeps C{data} for its end-of-turn write (or,
+    paused, until the transport resumes it); a closed one drops it.
+
+    This runs for every member of every room with news, every turn, so it
+    makes no method call per queue but the write itself.
     """
     size = len(data)
-    now = []
     for queue in queues:
+        if queue.closed:
+            continue
         pump = queue._pump
-        if (
-            pump.flushing
-            and queue._written_turn != pump.turn
-            and not queue._chunks
-            and not queue.paused
-            and not queue.closed
-        ):
+        if pump.ending_turn and not queue.paused and queue._written_turn != pump.turn:
             queue._written_turn = pump.turn
-            queue._stats.bytes_out += size
-            now.append(queue)
-        else:
-            queue.push(data)
-    _send_now(now, data)
-
-
-def _send_now(queues: Iterable[SendQueue], data: bytes) -> None:
-    """
-    Hand C{data} to each queue's transport: straight to its socket when the
-    transport holds nothing unsent (see the module's docstring), else, and
-    for whatever the socket did not take, to C{transport.write}.
-    """
-    size = len(data)
-    for queue in queues:
-        transport: Any = queue._transport
-        send = queue._send
-        if (
-            send is not None
-            and not transport._tempDataLen
-            and not transport.dataBuffer
-            and transport.connected
-            and not transport.disconnecting
-            and not transport.TLS
-        ):
-            try:
-                written = send(data)
-            except OSError:
-                written = 0  # would block, or broken: the transport finds out
-            if written == size:
-                continue
-            transport.write(data[written:])
-        else:
-            transport.write(data)
+            chunks = queue._chunks
+            if chunks:
+                chunks.append(data)
+                joined = b"".join(chunks)
+                chunks.clear()
+                queue.pending = 0
+                queue._stats.bytes_out += len(joined)
+                queue._write(joined)
+            else:
+                queue._stats.bytes_out += size
+                queue._write(data)
+            continue
+        queue._chunks.append(data)
+        queue.pending += size
+        if queue.pending > queue.limit:
+            queue._owner.output_overflowed(queue.pending)
+        elif not queue._scheduled and not queue.paused:
+            queue._scheduled = True
+            pump.write_at_end_of_turn(queue)

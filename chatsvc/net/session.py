@@ -6,6 +6,7 @@ OnReceive / OnClose seen from the application.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from operator import itemgetter
 from typing import Protocol
 
@@ -13,11 +14,11 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
-from chatsvc.net.codec import HEADER_SIZE, Packet, PacketDecoder, ProtocolError
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, ManagedConnection
-from chatsvc.net.sendqueue import SendQueue
+from chatsvc.net.sendqueue import SendQueue, push_to_all
 from chatsvc.net.turn import Pump
+from chatsvc.protocol import HEADER_SIZE, Packet, PacketDecoder, ProtocolError
 
 _packet_id = itemgetter(0)
 
@@ -28,7 +29,8 @@ CLOSE_LINGER = 10.0
 class Application(Protocol):
     """
     What a stage plugs into the network layer: it is told of connections,
-    packets and disconnections, and answers through L{Session.send}.
+    packets, the end of each reactor turn and disconnections, and answers
+    through L{Session.send} and L{send_to_all}.
     """
 
     def connected(self, session: Session) -> None:
@@ -42,10 +44,25 @@ class Application(Protocol):
         C{NetConfig.batch_size}; C{session.batch_bytes()} is their wire form.
         """
 
+    def end_of_turn(self) -> None:
+        """
+        The reactor turn's packets are all handled: send what was held back
+        for the turn (a room's notifies). What is sent now leaves at once,
+        after what each session queued during the turn.
+        """
+
     def disconnected(self, session: Session, reason: Failure) -> None:
         """
         C{session} is closed; nothing sent to it is delivered any more.
         """
+
+
+def send_to_all(sessions: Iterable[Session], data: bytes) -> None:
+    """
+    L{Session.send} the same C{data} to each of C{sessions}, without a method
+    call per session.
+    """
+    push_to_all([session._queue for session in sessions], data)
 
 
 class Session(ManagedConnection):
@@ -55,7 +72,7 @@ class Session(ManagedConnection):
     """
 
     factory: SessionFactory
-    queue: SendQueue
+    _queue: SendQueue
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -69,7 +86,7 @@ class Session(ManagedConnection):
         self._idle_timeout = bool(config.idle_timeout)
         self.decoder = PacketDecoder(config.max_packet_size)
         assert self.transport is not None
-        self.queue = SendQueue(
+        self._queue = SendQueue(
             self.transport, self._pump, config.send_queue_limit, self, self._stats
         )
         self._scheduled = False
@@ -83,11 +100,20 @@ class Session(ManagedConnection):
         """
         return self.decoder.batch_bytes()
 
+    @property
+    def pending_output(self) -> int:
+        """
+        The bytes queued for this connection and not yet handed to its
+        transport.
+        """
+        return self._queue.pending
+
     def send(self, data: bytes) -> None:
         """
-        Queue encoded packets for this connection.
+        Queue encoded packets for this connection: they leave with the rest of
+        its output of this reactor turn.
         """
-        self.queue.push(data)
+        self._queue.push(data)
 
     def close(self, reason: str, linger: float | None = CLOSE_LINGER) -> None:
         """
@@ -102,7 +128,7 @@ class Session(ManagedConnection):
             session=self.session_id,
             reason=reason,
         )
-        self.queue.drain()
+        self._queue.write_even_if_paused()
         self.finish(linger)
 
     def shut_down(self) -> None:
@@ -117,7 +143,7 @@ class Session(ManagedConnection):
         decoder.feed(data)
         if not self._scheduled and not self._output_paused:
             self._scheduled = True
-            self._pump.ready(self)
+            self._pump.process_in_turn(self)
         if decoder.buffered > self._input_limit and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
@@ -208,11 +234,11 @@ class Session(ManagedConnection):
         self._output_paused = False
         if self.decoder.buffered and not self._scheduled and not self.closing:
             self._scheduled = True
-            self._pump.ready(self)
+            self._pump.process_in_turn(self)
         self._maybe_resume_reading()
 
     def output_overflowed(self, pending: int) -> None:
-        self.queue.close()
+        self._queue.close()
         if self.closing:
             return
         self.closing = True
@@ -223,12 +249,12 @@ class Session(ManagedConnection):
             peer=self.peer,
             session=self.session_id,
             pending=pending,
-            limit=self.queue.limit,
+            limit=self._queue.limit,
         )
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.queue.close()
+        self._queue.close()
         if not self.closing:
             self._drain_input()
         self.closing = True
@@ -250,7 +276,8 @@ class Session(ManagedConnection):
 
 class SessionFactory(LimitedFactory):
     """
-    Builds L{Session}s for one application, sharing one L{Pump}.
+    Builds L{Session}s for one application, sharing one L{Pump} that ends
+    each turn with the application's C{end_of_turn}.
     """
 
     protocol = Session  # type: ignore[assignment]
@@ -264,6 +291,7 @@ class SessionFactory(LimitedFactory):
         super().__init__(config, reactor)
         self.application = application
         self.pump = Pump(self.reactor)
+        self.pump.add_turn_hook(application.end_of_turn)
 
     def buildProtocol(self, addr: IAddress) -> Session | None:  # type: ignore[override]
         return super().buildProtocol(addr)  # type: ignore[return-value]

@@ -21,9 +21,9 @@ from typing import Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 
-class Batch(Protocol):
+class BatchWorker(Protocol):
     """
-    Something with packets to process a bounded batch of at a time.
+    Something that processes its input a bounded batch at a time (a session).
     """
 
     def process_batch(self) -> bool:
@@ -32,62 +32,63 @@ class Batch(Protocol):
         """
 
 
-class Flushable(Protocol):
+class HeldOutput(Protocol):
     """
-    Something holding output to write at the end of the turn.
+    Something holding output to write at the end of the turn (a send queue).
     """
 
-    def flush(self) -> None:
+    def write_unless_paused(self) -> None:
         """
-        Write what is pending.
+        Write what is held, unless the receiver asked for a pause.
         """
 
 
 class Pump:
     """
-    Schedules input processing and output flushing once per reactor turn.
+    Schedules input processing and output writing once per reactor turn.
 
     @ivar turn: counts the turns run.
-    @ivar flushing: whether the end-of-turn hooks are running: nothing the
+    @ivar ending_turn: whether the end-of-turn hooks are running: nothing the
         application queues after that point would wait for anything else.
     """
 
     def __init__(self, reactor: IReactorTime) -> None:
         self._reactor = reactor
-        self._ready: deque[Batch] = deque()
-        self._dirty: list[Flushable] = []
+        self._ready: deque[BatchWorker] = deque()
+        self._held: list[HeldOutput] = []
         self._hooks: list[Callable[[], None]] = []
         self._call: IDelayedCall | None = None
         self.turn = 0
-        self.flushing = False
+        self.ending_turn = False
 
     def add_turn_hook(self, hook: Callable[[], None]) -> None:
         """
-        Run C{hook} at the end of every turn, before output is flushed.
+        Run C{hook} at the end of every turn, before held output is written
+        (L{SessionFactory} adds its application's C{end_of_turn}).
         """
         self._hooks.append(hook)
 
-    def ready(self, work: Batch) -> None:
+    def process_in_turn(self, work: BatchWorker) -> None:
         """
-        Schedule C{work} for a batch in this turn; its caller makes sure it is
-        not scheduled twice.
+        Give C{work} a batch in this turn, and more in later turns for as long
+        as it says it has more; its caller makes sure it is not scheduled twice.
         """
         self._ready.append(work)
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)
 
-    def dirty(self, output: Flushable) -> None:
+    def write_at_end_of_turn(self, output: HeldOutput) -> None:
         """
-        Schedule C{output} to be flushed at the end of this turn; its caller
-        makes sure it is not scheduled twice.
+        Have C{output} written at the end of this turn; its caller makes sure
+        it is not scheduled twice.
         """
-        self._dirty.append(output)
+        self._held.append(output)
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)
 
     def run_now(self) -> None:
         """
-        Run the pending turn at once (for tests and for shutdown).
+        Run the pending turn at once (for tests).
         """
         if self._call is not None:
             self._call.cancel()
@@ -101,15 +102,15 @@ class Pump:
             work = ready.popleft()
             if work.process_batch():
                 ready.append(work)
-        self.flushing = True
+        self.ending_turn = True
         try:
             for hook in self._hooks:
                 hook()
         finally:
-            self.flushing = False
-        dirty = self._dirty
-        self._dirty = []
-        for output in dirty:
-            output.flush()
-        if (ready or self._dirty) and self._call is None:
+            self.ending_turn = False
+        held = self._held
+        self._held = []
+        for output in held:
+            output.write_unless_paused()
+        if (ready or self._held) and self._call is None:
             self._call = self._reactor.callLater(0, self._run)

@@ -12,18 +12,20 @@ from collections import defaultdict
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 
-from chatsvc.client.events import ChatNotify, Response, UserList
 from chatsvc.content.chat import ChatConfig
-from chatsvc.content.packets import (
+from chatsvc.host.redis_login import RedisURL
+from chatsvc.host.services import ChatService, chat_service
+from chatsvc.net.config import NetConfig
+from chatsvc.protocol import (
+    ChatNotify,
     PacketId,
+    Response,
+    UserList,
     chat_request,
     enter_room_request,
     leave_room_request,
     login_request,
 )
-from chatsvc.host.redis_login import RedisURL
-from chatsvc.host.services import ChatService, chat_service
-from chatsvc.net.config import NetConfig
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
 from tests.support import EXPECT_REACTOR, PacketClient, reactor, start_redis
 

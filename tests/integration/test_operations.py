@@ -11,18 +11,19 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, readBody
 
-from chatsvc.client.events import ChatNotify, Response
 from chatsvc.content.chat import ChatConfig
-from chatsvc.content.packets import (
-    PacketId,
-    chat_request,
-    enter_room_request,
-    login_request,
-)
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.services import ChatService, chat_service
 from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
+from chatsvc.protocol import (
+    ChatNotify,
+    PacketId,
+    Response,
+    chat_request,
+    enter_room_request,
+    login_request,
+)
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
 from tests.support import PacketClient, free_port, reactor, start_redis
 

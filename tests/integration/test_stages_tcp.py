@@ -12,11 +12,10 @@ from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 
-from chatsvc.client.events import Echo
 from chatsvc.host.services import echo_service, sendqueue_service
-from chatsvc.net.codec import encode_packet
 from chatsvc.net.config import NetConfig
 from chatsvc.net.echo import RawEcho
+from chatsvc.protocol import Echo, encode_packet
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
 from tests.support import reactor
 

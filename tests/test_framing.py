@@ -1,5 +1,5 @@
 """
-Tests for L{chatsvc.net.codec}: framing, length checks and stream splitting.
+Tests for L{chatsvc.protocol.framing}: framing, length checks and stream splitting.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.net.codec import (
+from chatsvc.protocol import (
     HEADER_SIZE,
     Packet,
     PacketDecoder,
@@ -158,10 +158,15 @@ class DecoderTests(SynchronousTestCase):
         self.assertIn("closed inside a packet", raised.exception.reason)
 
     def test_close_between_packets(self) -> None:
+        """
+        A stream that ends after a whole packet closes cleanly.
+        """
         decoder = PacketDecoder()
         decoder.feed(encode_packet(1))
-        decode_all(decoder)
+        self.assertEqual(decode_all(decoder), [Packet(1, 0, b"")])
         decoder.close()
+        self.assertIsNone(decoder.error)
+        self.assertEqual(decoder.buffered, 0)
 
     def test_consumed_prefix_is_dropped(self) -> None:
         """

@@ -1,6 +1,6 @@
-# -*- test-case-name: tests.test_codec -*-
+# -*- test-case-name: tests.test_framing -*-
 """
-The packet codec: framing of the tutorial's binary protocol, without any I/O.
+Framing of the tutorial's binary protocol, without any I/O.
 
 Every packet is a 5-byte little-endian header (``PacketLength`` uint16 counting
 the whole packet, ``PacketId`` uint16, ``Type`` uint8) followed by the body.
@@ -48,6 +48,12 @@ class Packet(NamedTuple):
     type: int
     body: bytes
 
+    def wire(self) -> bytes:
+        """
+        Return the packet as it is on the wire.
+        """
+        return encode_packet(self.packet_id, self.body, self.type)
+
 
 def encode_packet(packet_id: int, body: bytes = b"", packet_type: int = 0) -> bytes:
     """
@@ -59,28 +65,6 @@ def encode_packet(packet_id: int, body: bytes = b"", packet_type: int = 0) -> by
     if length > MAX_WIRE_PACKET_SIZE:
         raise ValueError(f"packet of {length} bytes does not fit the length field")
     return _pack_header(length, packet_id, packet_type) + body
-
-
-def pack_str(value: bytes | str, size: int) -> bytes:
-    """
-    Encode C{value} as a fixed-size, NUL-padded field of C{size} bytes.
-
-    Text is encoded as UTF-8. A value that exactly fills the field has no NUL.
-
-    @raise ValueError: if the value is longer than the field.
-    """
-    raw = value.encode("utf-8") if isinstance(value, str) else value
-    if len(raw) > size:
-        raise ValueError(f"{len(raw)} bytes do not fit a {size}-byte field")
-    return raw.ljust(size, b"\0")
-
-
-def unpack_str(field: bytes) -> bytes:
-    """
-    Return a fixed-size string field up to its first NUL (or all of it).
-    """
-    end = field.find(b"\0")
-    return field if end < 0 else field[:end]
 
 
 class PacketDecoder:

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_chat_packets,tests.test_client_cli -*-
 """
-What a client reads from the server, decoded at the offsets the reference
-client uses.
+What a client reads from the server: server packets decoded into events, at
+the offsets the reference client uses.
 """
 
 from __future__ import annotations
@@ -9,14 +9,17 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from chatsvc.content.packets import CHAT_MSG_FIELD, USER_ID_FIELD, PacketId, Result
-from chatsvc.net.codec import Packet, ProtocolError, unpack_str
-
-_LOGIN_RESULT = struct.Struct("<H")
-_RESULT = struct.Struct("<h")
-_USER_ENTRY = struct.Struct("<qb")
-_UNIQUE_ID = struct.Struct("<q")
-_NOTIFY_BODY = USER_ID_FIELD + CHAT_MSG_FIELD
+from chatsvc.protocol.fields import (
+    CHAT_NOTIFY_BODY,
+    LOGIN_RESULT,
+    RESULT,
+    UNIQUE_ID,
+    USER_ENTRY,
+    USER_ID_FIELD,
+    unpack_str,
+)
+from chatsvc.protocol.framing import Packet, ProtocolError
+from chatsvc.protocol.ids import PacketId, Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,27 +116,27 @@ def parse_event(packet: Packet) -> Event:
     packet_id, _, body = packet
     try:
         if packet_id == PacketId.ROOM_CHAT_NOTIFY:
-            if len(body) != _NOTIFY_BODY:
+            if len(body) != CHAT_NOTIFY_BODY:
                 raise ProtocolError(f"ROOM_CHAT_NOTIFY body of {len(body)} bytes")
             return ChatNotify(
                 unpack_str(body[:USER_ID_FIELD]), unpack_str(body[USER_ID_FIELD:])
             )
         if packet_id in _RESPONSES:
-            layout = _LOGIN_RESULT if packet_id == PacketId.LOGIN_RESPONSE else _RESULT
+            layout = LOGIN_RESULT if packet_id == PacketId.LOGIN_RESPONSE else RESULT
             if len(body) != layout.size:
                 raise ProtocolError(f"response {packet_id} body of {len(body)} bytes")
             return Response(PacketId(packet_id), layout.unpack(body)[0])
         if packet_id == PacketId.ROOM_NEW_USER_NTF:
-            unique_id, size = _USER_ENTRY.unpack_from(body)
-            if len(body) != _USER_ENTRY.size + size:
+            unique_id, size = USER_ENTRY.unpack_from(body)
+            if len(body) != USER_ENTRY.size + size:
                 raise ProtocolError("ROOM_NEW_USER_NTF length does not match IdLen")
-            return NewUser(unique_id, body[_USER_ENTRY.size :])
+            return NewUser(unique_id, body[USER_ENTRY.size :])
         if packet_id == PacketId.ROOM_USER_LIST_NTF:
             return UserList(_parse_user_list(body))
         if packet_id == PacketId.ROOM_LEAVE_USER_NTF:
-            if len(body) != _UNIQUE_ID.size:
+            if len(body) != UNIQUE_ID.size:
                 raise ProtocolError(f"ROOM_LEAVE_USER_NTF body of {len(body)} bytes")
-            return UserLeft(_UNIQUE_ID.unpack(body)[0])
+            return UserLeft(UNIQUE_ID.unpack(body)[0])
     except struct.error as e:
         raise ProtocolError(f"packet {packet_id} too short: {e}") from None
     if packet_id == PacketId.DEV_ECHO:
@@ -147,8 +150,8 @@ def _parse_user_list(body: bytes) -> tuple[tuple[int, bytes], ...]:
     users = []
     offset = 1
     for _ in range(body[0]):
-        unique_id, size = _USER_ENTRY.unpack_from(body, offset)
-        offset += _USER_ENTRY.size
+        unique_id, size = USER_ENTRY.unpack_from(body, offset)
+        offset += USER_ENTRY.size
         if size < 0 or offset + size > len(body):
             raise ProtocolError("ROOM_USER_LIST_NTF entry runs past the packet")
         users.append((unique_id, body[offset : offset + size]))
