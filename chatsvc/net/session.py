@@ -260,6 +260,7 @@ class Session(ManagedConnection):
         self.closing = True
         super().connectionLost(reason)
         self._app.disconnected(self, reason)
+        self._pump.end_turn_soon()
 
     def _drain_input(self) -> None:
         """

@@ -86,6 +86,15 @@ class Pump:
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)
 
+    def end_turn_soon(self) -> None:
+        """
+        Have a turn run soon even if no session has input: something that
+        happened outside a turn (a connection closed) may have left output
+        the application holds for the end of the turn (a room's notifies).
+        """
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._run)
+
     def run_now(self) -> None:
         """
         Run the pending turn at once (for tests).
