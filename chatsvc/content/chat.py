@@ -27,6 +27,7 @@ from chatsvc.content.presence import LocalPresence, Presence
 from chatsvc.content.rooms import Room, Rooms
 from chatsvc.content.roomstream import LocalRoomStream, RoomStream
 from chatsvc.protocol import (
+    CHAT_MSG_FIELD,
     DEFAULT_MAX_PACKET_SIZE,
     ChatRequest,
     EnterRoomRequest,
@@ -35,7 +36,7 @@ from chatsvc.protocol import (
     PacketId,
     Request,
     Result,
-    chat_notify,
+    chat_notify_prefix,
     leave_user_notify,
     new_user_notify,
     result_response,
@@ -140,11 +141,13 @@ class User:
     state and, once logged in, its user id, unique id and room.
     """
 
-    __slots__ = ("bucket", "room", "state", "unique_id", "user_id")
+    __slots__ = ("bucket", "notify_prefix", "room", "state", "unique_id", "user_id")
 
     def __init__(self) -> None:
         self.state = State.NONE
         self.user_id = b""
+        #: What each of this user's chat notifies starts with (once logged in).
+        self.notify_prefix = b""
         self.unique_id = 0
         self.room: Room[Any, User] | None = None
         self.bucket: TokenBucket | None = None
@@ -216,6 +219,9 @@ class ChatServer(Generic[H]):
         client = self.clients.get(handle)
         if client is None:
             return
+        if type(request) is ChatRequest:  # most requests: skip the match
+            self._chat(handle, client, request)
+            return
         match request:
             case ChatRequest():
                 self._chat(handle, client, request)
@@ -236,6 +242,7 @@ class ChatServer(Generic[H]):
         if accepted:
             client.state = State.LOGIN
             client.unique_id = next(self._unique_ids)
+            client.notify_prefix = chat_notify_prefix(client.user_id)
             self.stats.logins[Result.NONE] += 1
             self._send(handle, PacketId.LOGIN_RESPONSE, _LOGIN_OK)
         else:
@@ -266,6 +273,7 @@ class ChatServer(Generic[H]):
         self.users -= 1
         client.state = State.NONE
         client.user_id = b""
+        client.notify_prefix = b""
         client.unique_id = 0
 
     def _login(self, handle: H, client: User, request: LoginRequest) -> None:
@@ -341,7 +349,7 @@ class ChatServer(Generic[H]):
             result = Result.ROOM_TOO_MANY_PACKET
         else:
             self._send(handle, PacketId.ROOM_CHAT_RESPONSE, _CHAT_OK)
-            notify = chat_notify(client.user_id, request.message)
+            notify = client.notify_prefix + request.message.ljust(CHAT_MSG_FIELD, b"\0")
             self._tell_room(room, PacketId.ROOM_CHAT_NOTIFY, notify)
             return
         self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, result)
