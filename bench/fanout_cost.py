@@ -10,6 +10,7 @@ CPU time per notify is printed.
     python bench/fanout_cost.py --room-size 10 --users 200 --window 4 --turns 20
     python bench/fanout_cost.py --callgrind ...        # instructions per notify
     python bench/fanout_cost.py --tree /path/to/other/checkout --callgrind ...
+    python bench/fanout_cost.py --reactor chatsvc-epoll --callgrind ...
 
 With ``--callgrind`` it runs itself twice under ``valgrind --tool=callgrind``,
 with ``--turns`` turns and with none, and divides the difference by the
@@ -99,8 +100,13 @@ def run(args: argparse.Namespace) -> tuple[int, float]:
     Start the chat stage, log everybody in and into rooms, run the turns;
     return the notifies delivered and the process CPU seconds they took.
     """
-    if args.tree:
-        sys.path.insert(0, str(Path(args.tree).resolve()))
+    # chatsvc and its twistd plugins (the reactor) from the checkout's root
+    root = Path(args.tree) if args.tree else Path(__file__).parent.parent
+    sys.path.insert(0, str(root.resolve()))
+    if args.reactor:
+        from twisted.application.reactors import installReactor
+
+        installReactor(args.reactor)
     from twisted.internet import reactor
 
     from chatsvc.host.options import ChatOptions
@@ -182,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=4, help="W chats a turn (4)")
     parser.add_argument("--turns", type=int, default=20, help="turns measured (20)")
     parser.add_argument("--tree", help="import chatsvc from this checkout")
+    parser.add_argument(
+        "--reactor", help="twistd's name of the reactor (default: Twisted's default)"
+    )
     parser.add_argument(
         "--callgrind", action="store_true", help="count instructions (valgrind)"
     )
