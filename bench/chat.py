@@ -142,6 +142,7 @@ class Server:
     name: str
     python: str = sys.executable
     root: Path = _common.REPO
+    reactor: str | None = None
 
     @property
     def is_chatsvc(self) -> bool:
@@ -159,8 +160,10 @@ def server_command(
     """
     limit = str(users + 100)
     if server.is_chatsvc:
+        reactor = [f"--reactor={server.reactor}"] if server.reactor else []
         argv = [
-            *_common.twistd_command(server.python), "-n", "--pidfile=", "chatsvc",
+            *_common.twistd_command(server.python), "-n", "--pidfile=", *reactor,
+            "chatsvc",
             "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
             "--chat-rate", "0",
             "--rooms", "100", "--room-capacity", "100",
@@ -587,6 +590,12 @@ def report(
         f" {args.warmup:g} s warm-up; {pinning}; niceness {args.nice}."
         f" {_common.machine_summary()}",
         "",
+        "Reactors: "
+        + ", ".join(
+            f"{s.name} {s.reactor or 'default'}" for s in servers if s.is_chatsvc
+        )
+        + ".",
+        "",
         f"**1. Chat fan-out** ({load_name})",
         "",
         "| load | server | notifies/s | p50 ms | p99 ms | server CPU % | load CPU %"
@@ -876,6 +885,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f" INVALID (default {_common.SATURATED_LOAD_CPU:g})",
     )
     parser.add_argument(
+        "--reactor",
+        default="chatsvc-epoll",
+        help="twistd reactor of this checkout's chatsvc (default chatsvc-epoll;"
+        " '' for Twisted's default); --old-chatsvc runs on Twisted's default",
+    )
+    parser.add_argument(
         "--old-chatsvc",
         type=Path,
         metavar="DIR",
@@ -918,7 +933,7 @@ def servers_of(args: argparse.Namespace) -> list[Server]:
     """
     The servers to measure, in the order they alternate.
     """
-    servers = [Server(CHATSVC)]
+    servers = [Server(CHATSVC, reactor=args.reactor or None)]
     old = args.old_chatsvc
     if old is not None:
         commit = subprocess.run(
