@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
 
+from chatsvc.loadtest.procinfo import cgroup_v1
+
 BENCH = Path(__file__).resolve().parent
 PEERS = BENCH / "peers"
 REPO = BENCH.parent
@@ -187,20 +189,7 @@ def _cpu_hierarchy() -> tuple[Path, str]:
         if "cpu" not in (_CGROUP_ROOT / "cgroup.controllers").read_text().split():
             raise OSError("cgroup v2 without the cpu controller")
         return _CGROUP_ROOT, "/"
-    mount = None
-    with open("/proc/self/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            _, where, kind, options, *_ = line.split()
-            if kind == "cgroup" and "cpu" in options.split(","):
-                mount = Path(where)
-    if mount is None:
-        raise OSError("no cgroup cpu controller is mounted")
-    with open("/proc/self/cgroup", encoding="utf-8") as groups:
-        for line in groups:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if "cpu" in controllers.split(","):
-                return mount, path
-    return mount, "/"
+    return cgroup_v1("cpu")
 
 
 @contextlib.contextmanager

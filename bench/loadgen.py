@@ -28,13 +28,14 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import resource
 import struct
 import sys
 import time
 from collections import Counter, deque
 from typing import Any, Final
+
+from chatsvc.loadtest.procinfo import machine_busy_seconds, process_cpu_seconds
 
 HEADER: Final = struct.Struct("<HHB")
 HEADER_SIZE: Final = HEADER.size
@@ -200,27 +201,6 @@ def cpu_seconds() -> float:
     """
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """
-    Return the CPU time (user + system) process C{pid} has used, from /proc.
-    """
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # Fields 14 and 15 of stat(5) (utime, stime) follow "pid (comm)" and state.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """
-    Return the user and system CPU time all processes of the machine have used
-    (all cores added up), from /proc/stat.
-    """
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = stat.readline().split()
-    user, nice, system = (int(field) for field in fields[1:4])
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
 
 
 def snapshot(stats: Stats, server_pid: int | None) -> dict[str, float]:

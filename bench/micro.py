@@ -30,7 +30,7 @@ from twisted.internet import reactor
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import OpenLogin
 from chatsvc.host.applications import ChatApplication
-from chatsvc.loadtest.batch import NotifyBatch
+from chatsvc.loadtest.fastpath import NotifyChecker
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import SessionFactory
 from tests.test_loadtest import DIRECTORY, bot_in_room, notify
@@ -108,8 +108,8 @@ def check(chunks: list[bytes], numpy: bool) -> float:
     """
     CPU seconds one bot takes to receive C{chunks} of notifies.
     """
-    batch = NotifyBatch(DIRECTORY, 0, 20) if numpy else None
-    bot = bot_in_room(0, members=tuple(range(1, 12)), batch=batch)
+    checker = NotifyChecker(DIRECTORY, 0, 20) if numpy else None
+    bot = bot_in_room(0, members=tuple(range(1, 12)), checker=checker)
     bot.counters.recording = True
     started = time.process_time()
     for chunk in chunks:
@@ -133,8 +133,8 @@ def receive(repeat: int) -> list[str]:
                 parts.append(notify(sender, seqs[sender], 1, 10**12 - 5000))
             chunks.append(b"".join(parts))
         row = []
-        for label, batch in (("plain", False), ("numpy", True)):
-            seconds = best(repeat, functools.partial(check, chunks, batch))
+        for label, numpy in (("plain", False), ("numpy", True)):
+            seconds = best(repeat, functools.partial(check, chunks, numpy))
             row.append(f"{label} {seconds / (reads * per_read) * 1e9:5.0f} ns")
         lines.append(f"  {per_read:>3} per read: " + ", ".join(row))
     return lines

@@ -20,24 +20,18 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from chatsvc import ChatConfig, NetConfig, chat_service
-from chatsvc.client.cli import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
+from chatsvc.client.cli import parse_arguments
+from chatsvc.client.commands import (
     HELP_TEXT,
-    ChatClient,
     Enter,
     Help,
     Invalid,
     Leave,
     Quit,
     Say,
-    Terminal,
-    parse_arguments,
     parse_command,
 )
 from chatsvc.client.render import (
@@ -48,6 +42,14 @@ from chatsvc.client.render import (
     failure_text,
     render_event,
 )
+from chatsvc.client.session import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    ChatClient,
+)
+from chatsvc.client.terminal import LineTerminal, Screen
 from chatsvc.protocol import (
     MAX_CHAT_MSG_SIZE,
     ChatNotify,
@@ -205,7 +207,8 @@ class DescribeResultTests(SynchronousTestCase):
     def test_known_code(self) -> None:
         self.assertEqual(
             describe_result(33),
-            "33 LOGIN_USER_INVALID_PW (unknown user or wrong password)",
+            "33 LOGIN_USER_INVALID_PW (unknown user or wrong password, or the"
+            " server could not check the password)",
         )
 
     def test_meaning_depends_on_the_request(self) -> None:
@@ -226,7 +229,8 @@ class DescribeResultTests(SynchronousTestCase):
         )
         self.assertEqual(
             failure_text(Response(LOGIN, 33)),
-            "login failed: 33 LOGIN_USER_INVALID_PW (unknown user or wrong password)",
+            "login failed: 33 LOGIN_USER_INVALID_PW (unknown user or wrong"
+            " password, or the server could not check the password)",
         )
 
 
@@ -243,6 +247,22 @@ class CleanTextTests(SynchronousTestCase):
             "\ufffd[2Jfake\ufffd\ufffd<admin> hi\ufffd",
         )
 
+    def test_format_and_separator_characters_shown(self) -> None:
+        # A zero-width space cannot make "admin\u200b" pass for "admin", a
+        # bidi override cannot turn "txt.\u202eexe.pdf" around, a line
+        # separator cannot forge a line.
+        self.assertEqual(clean_text("admin\u200b".encode()), "admin<U+200B>")
+        self.assertEqual(
+            clean_text("txt.\u202eexe.pdf".encode()), "txt.<U+202E>exe.pdf"
+        )
+        self.assertEqual(
+            clean_text("a\u2028<admin> b\u2029c\ufeff".encode()),
+            "a<U+2028><admin> b<U+2029>c<U+FEFF>",
+        )
+
+    def test_other_spaces_kept(self) -> None:
+        self.assertEqual(clean_text("a\u00a0b\u3000c".encode()), "a\u00a0b\u3000c")
+
 
 class RenderEventTests(SynchronousTestCase):
     def render(self, event: Any, **kwargs: Any) -> str | None:
@@ -257,6 +277,35 @@ class RenderEventTests(SynchronousTestCase):
     def test_user_list(self) -> None:
         event = UserList(((1, b"alice"), (3, b"carol")))
         self.assertEqual(self.render(event), "* users here: alice, carol")
+
+    def test_empty_room(self) -> None:
+        self.assertEqual(self.render(UserList(())), "* nobody else is here")
+
+    def test_spoofing_user_ids_are_shown(self) -> None:
+        self.assertEqual(
+            self.render(ChatNotify("admin\u200b".encode(), "hi\u2028".encode())),
+            "<admin<U+200B>> hi<U+2028>",
+        )
+        self.assertEqual(
+            self.render(NewUser(5, "\u202enimda".encode())),
+            "* <U+202E>nimda entered the room",
+        )
+        self.assertEqual(
+            self.render(UserList(((1, "bo\u200db".encode()),))),
+            "* users here: bo<U+200D>b",
+        )
+
+    def test_no_such_room_names_the_rooms(self) -> None:
+        line = self.render(Response(ENTER, 61), room=12)
+        assert line is not None
+        self.assertTrue(
+            line.startswith(
+                "! enter failed: 61 ROOM_INVALID_INDEX (no such room): there is"
+                " no room 12 on this server"
+            ),
+            line,
+        )
+        self.assertIn("rooms 0 to 9", line)
 
     def test_user_left(self) -> None:
         self.assertEqual(self.render(UserLeft(7)), "* bob left the room")
@@ -360,7 +409,7 @@ class ChatViewTests(SynchronousTestCase):
 
 class FakeStdio(StringTransport):
     """
-    Standard input and output for a L{Terminal}: output collected, and
+    Standard input and output for a L{LineTerminal}: output collected, and
     C{loseConnection} closes at once, as a flushed stdout would.
     """
 
@@ -401,9 +450,17 @@ class ChatClientTests(SynchronousTestCase):
         self.client.done.addCallback(self.exit_codes.append)
         self.client.connected()
 
-    def start_terminal(self, terminal: Terminal) -> None:
+    def start_terminal(
+        self,
+        on_line: Callable[[str], None],
+        on_end: Callable[[], None],
+        on_interrupt: Callable[[], object],
+    ) -> Screen:
+        self.screen_interrupt = on_interrupt
+        terminal = LineTerminal(on_line, on_end)
         self.stdio.protocol = terminal
         terminal.makeConnection(self.stdio)
+        return terminal
 
     def receive(self, *packets: bytes) -> None:
         self.client.connection.dataReceived(b"".join(packets))
@@ -430,7 +487,7 @@ class ChatClientTests(SynchronousTestCase):
 
     def test_sends_login(self) -> None:
         self.assertEqual(self.sent(), login_request("alice", "secret"))
-        self.assertIsNone(self.client.terminal)
+        self.assertIsNone(self.client.screen)
 
     def test_login_accepted(self) -> None:
         self.log_in()
@@ -439,13 +496,14 @@ class ChatClientTests(SynchronousTestCase):
 
     def test_login_refused(self) -> None:
         self.receive(result_response(LOGIN, Result.LOGIN_USER_INVALID_PW))
-        self.assertIsNone(self.client.terminal)
+        self.assertIsNone(self.client.screen)
         self.assertTrue(self.server.disconnecting)
         self.assertEqual(self.exit_codes, [EXIT_FAILED])
         self.assertEqual(
             self.errors.getvalue(),
             "chatsvc-client: login failed: 33 LOGIN_USER_INVALID_PW"
-            " (unknown user or wrong password)\n",
+            " (unknown user or wrong password, or the server could not check"
+            " the password)\n",
         )
 
     def test_login_unanswered(self) -> None:
@@ -571,6 +629,13 @@ class ChatClientTests(SynchronousTestCase):
         self.assertIsNone(self.client.interrupt())
         self.assertEqual(self.errors.getvalue(), "")
 
+    def test_interrupted_from_the_screen(self) -> None:
+        # Ctrl-C typed on the interactive console.
+        self.log_in()
+        self.screen_interrupt()
+        self.assertTrue(self.server.disconnecting)
+        self.assertEqual(self.exit_codes, [EXIT_INTERRUPTED])
+
     def test_output_closed_ends_the_session(self) -> None:
         self.log_in()
         self.stdio.protocol.writeConnectionLost()
@@ -634,6 +699,13 @@ class ClientProcess(ProcessProtocol):
         assert self.transport is not None
         for line in lines:
             self.transport.write(line.encode("utf-8") + b"\n")
+
+    def type(self, keys: str) -> None:
+        """
+        Type on the client's terminal (C{\\r} is Enter).
+        """
+        assert self.transport is not None
+        self.transport.write(keys.encode("utf-8"))
 
     def end_input(self) -> None:
         assert self.transport is not None
@@ -714,14 +786,25 @@ class ClientProgramTests(TestCase):
             await deferLater(reactor, 0.05, lambda: None)
         await deferLater(reactor, 0, lambda: None)
 
-    def spawn(self, *args: str, name: str = "client") -> ClientProcess:
+    def spawn(
+        self, *args: str, name: str = "client", terminal: bool = False
+    ) -> ClientProcess:
+        """
+        Start C{chatsvc-client}; with C{terminal}, on a pseudo-terminal (its
+        interactive console) instead of pipes.
+        """
         process = ClientProcess(name)
+        env = _client_env()
+        if terminal:
+            # A terminal that does not answer cursor position requests.
+            env.update(TERM="xterm", PROMPT_TOOLKIT_NO_CPR="1")
         reactor.spawnProcess(
             process,
             sys.executable,
             [sys.executable, "-m", "chatsvc.client.cli", *args],
-            env=_client_env(),
+            env=env,
             path=str(REPO),
+            usePTY=terminal,
         )
         self.processes.append(process)
         return process
@@ -743,7 +826,7 @@ class ClientProgramTests(TestCase):
         alice = self.client(port, "alice")
         await alice.expect("logged in as alice\n")
         alice.send("/enter 1")
-        await alice.expect("* you entered room 1\n")
+        await alice.expect("* you entered room 1\n* nobody else is here\n")
 
         bob = self.client(port, "bob")
         await bob.expect("logged in as bob\n")
@@ -786,6 +869,50 @@ class ClientProgramTests(TestCase):
         self.assertNotIn("carol", alice.output)
         for process in (alice, bob, carol):
             self.assertEqual(process.err, b"", process.report())
+
+    async def test_typing_while_messages_arrive(self) -> None:
+        if not hasattr(os, "openpty"):
+            raise SkipTest("needs a pseudo-terminal (POSIX)")
+        port = await self.start_server(ChatConfig())
+        alice = self.spawn(
+            "--user", "alice", "--port", str(port), "--timeout", str(WAIT),
+            name="alice", terminal=True,
+        )  # fmt: skip
+        await alice.expect("logged in as alice")
+        alice.type("/enter 1\r")
+        await alice.expect("* nobody else is here")
+        bob = self.client(port, "bob")
+        bob.send("/enter 1")
+        await alice.expect("* bob entered the room")
+
+        alice.type("I am in the mid")
+        await alice.expect("I am in the mid")
+        bob.send("hello alice")
+        await alice.expect("<bob> hello alice\r\n")
+        # The message is printed on its own line, and the half-typed input is
+        # drawn again below it, whole.
+        await alice._until(
+            lambda: (
+                alice.output.rfind("I am in the mid")
+                > alice.output.find("<bob> hello alice")
+            ),
+            "the input line drawn again below the message",
+        )
+        self.assertNotIn("mid<bob>", alice.output)
+
+        alice.type("dle\r")
+        await bob.expect("<alice> I am in the middle\n")
+        await alice.expect("<alice> I am in the middle\r\n")
+        self.assertEqual(alice.output.count("<alice> I am in the middle"), 1)
+        self.assertEqual(bob.output.count("hello alice"), 1)
+
+        alice.type("\x03")  # Ctrl-C
+        self.assertEqual(await alice.exit_code(), EXIT_INTERRUPTED)
+        # (bob's message makes the server end a turn, which delivers the leave.)
+        bob.send("bye")
+        await bob.expect("* alice left the room\n")
+        bob.end_input()
+        self.assertEqual(await bob.exit_code(), EXIT_OK)
 
     async def test_login_refused(self) -> None:
         port = await self.start_server(ChatConfig())

@@ -13,7 +13,7 @@ import os
 import random
 import sys
 import tempfile
-from contextlib import redirect_stderr
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +24,20 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatsvc import ChatConfig, NetConfig, RedisURL, chat_service, sendqueue_service
-from chatsvc.loadtest import batch as batch_module
-from chatsvc.loadtest.batch import NotifyBatch
-from chatsvc.loadtest.bot import (
-    Bot,
-    BotState,
-    Counters,
-    Directory,
-    SentLog,
-    SequenceTracker,
-    count_lost,
-    quantize_us,
-)
+from chatsvc.loadtest import fastpath
+from chatsvc.loadtest.accounting import SentLog, SequenceTracker, count_lost
+from chatsvc.loadtest.bot import Bot, BotState
 from chatsvc.loadtest.cli import build_parser, parse_args
 from chatsvc.loadtest.config import RunConfig, share_bots
+from chatsvc.loadtest.counters import Counters, quantize_us
+from chatsvc.loadtest.directory import Directory
+from chatsvc.loadtest.fastpath import NotifyChecker
 from chatsvc.loadtest.network import (
     NetCounters,
     parse_dropped,
     parse_retransmitted,
 )
+from chatsvc.loadtest.preflight import room_hints
 from chatsvc.loadtest.redis_keys import set_passwords
 from chatsvc.loadtest.report import progress_line, summary_table
 from chatsvc.loadtest.stats import (
@@ -396,19 +391,19 @@ class BotTests(SynchronousTestCase):
         self.assertEqual((bot.counters.foreign, bot.violation), (1, None))
 
 
-class BatchTests(SynchronousTestCase):
+class FastPathTests(SynchronousTestCase):
     """
     The numpy path gives exactly what the plain path gives.
     """
 
     def setUp(self) -> None:
-        if not batch_module.available():
+        if not fastpath.available():
             raise self.skipTest("numpy is not installed")
 
     def run_both(self, stream: bytes, chunk_sizes: list[int]) -> list[Bot]:
         bots = []
-        for batch in (None, NotifyBatch(DIRECTORY, 0, 20)):
-            bot = bot_in_room(0, members=tuple(range(1, 12)), batch=batch)
+        for checker in (None, NotifyChecker(DIRECTORY, 0, 20)):
+            bot = bot_in_room(0, members=tuple(range(1, 12)), checker=checker)
             bot.counters.recording = True
             offset = 0
             for size in chunk_sizes:
@@ -427,6 +422,7 @@ class BatchTests(SynchronousTestCase):
         self.assertEqual(plain.counters.latency, fast.counters.latency)
         self.assertEqual(plain.counters.received, fast.counters.received)
         self.assertEqual(plain.counters.foreign, fast.counters.foreign)
+        self.assertEqual(plain.in_flight, fast.in_flight)
 
     def test_random_streams(self) -> None:
         rng = random.Random(1234)
@@ -492,6 +488,7 @@ class StatsTests(SynchronousTestCase):
         first = WorkerResult(worker=0, bots=2, loop="uvloop", parser="numpy")
         first.latency = histogram_of(*([1000] * 98))
         first.sent, first.received = 10, 100
+        first.logins, first.enters = 2, 2
         first.window = {"seconds": 2.0, "sent": 10, "received": 100}
         first.results = {(PacketId.ROOM_CHAT_RESPONSE, 63): 2}
         first.errors = {"connect failed: [Errno 111] Connection refused": 1}
@@ -500,6 +497,7 @@ class StatsTests(SynchronousTestCase):
         second = WorkerResult(worker=1, bots=2, loop="uvloop", parser="numpy")
         second.latency = histogram_of(50_000, 90_000)
         second.sent, second.received = 5, 50
+        second.logins, second.enters = 2, 1
         second.window = {"seconds": 2.1, "sent": 5, "received": 50}
         second.results = {(PacketId.ROOM_CHAT_RESPONSE, 63): 1}
         second.log = SentLog(finals={(5, 1): 4})
@@ -529,10 +527,22 @@ class StatsTests(SynchronousTestCase):
                     "code": 63,
                     "name": "ROOM_TOO_MANY_PACKET",
                     "count": 3,
+                    "description": "63 ROOM_TOO_MANY_PACKET (sending too fast;"
+                    " slow down)",
                 }
             ],
         )
-        self.assertEqual(summary.failed_checks, ["1 lost", "1 duplicated", "1 errors"])
+        self.assertEqual(
+            summary.failed_checks,
+            [
+                "1 lost",
+                "1 duplicated",
+                "1 of 4 bots did not enter their room",
+                "3 chat requests refused: 63 ROOM_TOO_MANY_PACKET (sending too"
+                " fast; slow down)",
+                "1 errors",
+            ],
+        )
         data = json.loads(json.dumps(summary.to_json()))
         self.assertFalse(data["ok"])
         table = summary_table(summary)
@@ -616,6 +626,33 @@ class ConfigTests(SynchronousTestCase):
         self.assertRaises(ValueError, RunConfig, "chat", users=2, procs=3)
 
 
+class RoomHintTests(SynchronousTestCase):
+    def test_fits(self) -> None:
+        self.assertEqual(room_hints(RunConfig("chat", users=40, rooms=10)), [])
+        self.assertEqual(room_hints(RunConfig("login", users=1000, rooms=1)), [])
+
+    def test_more_rooms_than_the_server_has(self) -> None:
+        (hint,) = room_hints(RunConfig("chat", users=40, rooms=20))
+        self.assertIn("rooms 0 to 19, but the server has rooms 0 to 9", hint)
+        self.assertIn("20 bots will get 61 (no such room)", hint)
+        self.assertIn("--rooms 10 or fewer", hint)
+        self.assertEqual(
+            room_hints(RunConfig("chat", users=40, rooms=20, server_rooms=20)), []
+        )
+
+    def test_more_users_than_a_room_holds(self) -> None:
+        (hint,) = room_hints(RunConfig("churn", users=50, rooms=5))
+        self.assertIn("up to 10 bots share a room, but a room of the server holds 4",
+                      hint)  # fmt: skip
+        self.assertIn("54 (room full)", hint)
+        self.assertIn("--rooms 13 or more", hint)
+        self.assertIn("--room-capacity 10", hint)
+        self.assertEqual(
+            room_hints(RunConfig("churn", users=50, rooms=5, room_capacity=10)), []
+        )
+        self.assertEqual(len(room_hints(RunConfig("chat", users=200, rooms=20))), 2)
+
+
 class ArgumentTests(SynchronousTestCase):
     def parse(self, *argv: str) -> RunConfig:
         return parse_args(list(argv))[1]
@@ -624,10 +661,13 @@ class ArgumentTests(SynchronousTestCase):
         config = self.parse("chat")
         self.assertEqual(
             (config.host, config.port, config.users, config.rooms, config.rate),
-            ("127.0.0.1", 11021, 100, 10, 1.0),
+            ("127.0.0.1", 11021, 40, 10, 1.0),
         )
-        self.assertEqual(config.duration, 10.0)
-        self.assertEqual(self.parse("login").duration, 0.0)
+        self.assertEqual((config.server_rooms, config.room_capacity), (10, 4))
+        self.assertEqual((config.duration, config.window), (10.0, 1))
+        self.assertEqual(room_hints(config), [])
+        login = self.parse("login")
+        self.assertEqual((login.duration, login.users), (0.0, 100))
 
     def test_options(self) -> None:
         config = self.parse(
@@ -640,18 +680,60 @@ class ArgumentTests(SynchronousTestCase):
         self.assertEqual(config.room_numbers, range(5, 7))
         self.assertEqual((config.rate, config.window, config.procs), (0, 3, 2))
         self.assertEqual((config.duration, config.ramp_up), (2.5, 1.0))
-        self.assertFalse(config.batch_parser)
-        self.assertEqual(self.parse("echo", "--depth", "8").window, 8)
+        self.assertFalse(config.fast_path)
+        self.assertEqual(self.parse("echo", "--rate", "0", "--depth", "8").window, 8)
+        config = self.parse("chat", "--server-rooms", "20", "--room-capacity", "8")
+        self.assertEqual((config.server_rooms, config.room_capacity), (20, 8))
+
+    def scenario_help(self, scenario: str) -> str:
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit) as raised:
+            parse_args([scenario, "--help"])
+        self.assertEqual(raised.exception.code, 0)
+        return out.getvalue().split("\nexamples")[0]
 
     def test_help_explains_every_option(self) -> None:
         parser = build_parser()
-        for action in parser._actions:
-            self.assertTrue(action.help, f"{action.option_strings} has no help")
+        subparsers = [
+            action for action in parser._actions if action.choices is not None
+        ]
+        for action in subparsers:
+            assert isinstance(action.choices, dict)
+            for scenario in action.choices.values():
+                for option in scenario._actions:
+                    self.assertTrue(option.help, f"{option.option_strings} no help")
         text = parser.format_help()
-        for option in ("--users", "--rooms", "--room-start", "--rate", "--duration",
-                       "--ramp-up", "--password", "--redis", "--procs", "--json",
-                       "--plot"):  # fmt: skip
-            self.assertIn(option, text)
+        for scenario in ("echo", "login", "chat", "churn", "SCENARIO --help"):
+            self.assertIn(scenario, text)
+
+    def test_each_scenario_shows_its_own_options(self) -> None:
+        chat = self.scenario_help("chat")
+        for option in ("--users", "--rooms", "--room-start", "--server-rooms",
+                       "--room-capacity", "--rate", "--window", "--duration",
+                       "--ramp-up", "--warmup", "--password", "--redis",
+                       "--procs", "--no-numpy", "--json", "--plot"):  # fmt: skip
+            self.assertIn(option, chat)
+        self.assertNotIn("--size", chat)
+        self.assertNotIn("--cycle-messages", chat)
+        login = self.scenario_help("login")
+        for option in ("--rate", "--window", "--rooms", "--warmup", "--size"):
+            self.assertNotIn(option, login)
+        self.assertIn("--redis", login)
+        echo = self.scenario_help("echo")
+        self.assertIn("--size", echo)
+        for option in ("--password", "--rooms", "--user-prefix"):
+            self.assertNotIn(option, echo)
+        self.assertIn("--cycle-messages", self.scenario_help("churn"))
+
+    def test_window_needs_a_closed_loop(self) -> None:
+        err = io.StringIO()
+        with redirect_stderr(err), self.assertRaises(SystemExit) as raised:
+            parse_args(["chat", "--window", "4"])
+        self.assertEqual(raised.exception.code, 2)
+        self.assertIn("--window", err.getvalue())
+        self.assertIn("only --rate 0 runs", err.getvalue())
+        self.assertEqual(self.parse("chat", "--rate", "0", "--window", "4").window, 4)
+        self.assertEqual(self.parse("chat", "--rate", "5", "--window", "1").window, 1)
 
     def test_mistakes(self) -> None:
         for argv in (
@@ -661,7 +743,11 @@ class ArgumentTests(SynchronousTestCase):
             ["echo", "--size", "8"],
             ["chat", "--user-prefix", "x" * 40],
             ["chat", "--redis", "http://nope"],
+            ["chat", "--rate", "2", "--window", "2"],
+            ["echo", "--password", "x"],
+            ["login", "--rate", "1"],
             ["dance"],
+            [],
         ):
             err = io.StringIO()
             with redirect_stderr(err), self.assertRaises(SystemExit) as raised:
@@ -743,11 +829,12 @@ class CommandTests(TestCase):
         port = await self.chat_server()
         args = [
             "chat", "--port", str(port), "--users", "30", "--rooms", "5",
-            "--rate", "20", "--duration", "2", "--procs", "2",
+            "--room-capacity", "10", "--rate", "20", "--duration", "2",
+            "--procs", "2",
             "--server-pid", str(os.getpid()),
         ]  # fmt: skip
         plot = self.dir / "chat.png"
-        if batch_module.available():
+        if fastpath.available():
             args += ["--plot", str(plot)]
         code, stdout, stderr, data = await self.bench(*args)
         self.assertEqual(code, 0, stdout + stderr)
@@ -763,10 +850,46 @@ class CommandTests(TestCase):
         if sys.platform == "linux":  # read from /proc
             self.assertIn("server_pct_of_one_core", data["cpu"])
         self.assertIn("recv", stderr)  # the progress lines
+        self.assertNotIn("hint", stderr)
         self.assertIn("lost", stdout)
         self.assertIn("PASS", stdout)
-        if batch_module.available():
+        if fastpath.available():
             self.assertTrue(plot.read_bytes().startswith(b"\x89PNG"))
+
+    async def test_bots_that_cannot_enter_fail_the_run(self) -> None:
+        port = await self.chat_server()
+        code, stdout, stderr, data = await self.bench(
+            "chat", "--port", str(port), "--users", "12", "--rooms", "12",
+            "--room-capacity", "10", "--duration", "0.5", "--drain", "1", "-q",
+        )  # fmt: skip
+        self.assertEqual(code, 1, stdout + stderr)
+        self.assertIn("hint: the bots are dealt over rooms 0 to 11", stderr)
+        assert data is not None
+        self.assertFalse(data["ok"])
+        self.assertIn("2 of 12 bots did not enter their room", data["failed_checks"])
+        self.assertIn(
+            "2 enter requests refused: 61 ROOM_INVALID_INDEX (no such room)",
+            data["failed_checks"],
+        )
+        self.assertIn("FAIL", stdout)
+        self.assertIn("did not enter their room", stdout)
+
+    async def test_churn_into_full_rooms_fails_the_run(self) -> None:
+        port = await self.chat_server()
+        code, stdout, stderr, data = await self.bench(
+            "churn", "--port", str(port), "--users", "12", "--rooms", "1",
+            "--room-capacity", "10", "--rate", "0", "--duration", "1", "-q",
+        )  # fmt: skip
+        self.assertEqual(code, 1, stdout + stderr)
+        self.assertIn("hint: up to 12 bots share a room", stderr)
+        assert data is not None
+        refused = [row for row in data["results"] if row["code"] == 54]
+        self.assertTrue(refused, stdout)
+        self.assertIn(
+            f"{refused[0]['count']} enter requests refused: 54"
+            " ENTER_ROOM_FULL_USER (room is full)",
+            data["failed_checks"],
+        )
 
     async def test_churn(self) -> None:
         port = await self.chat_server()

@@ -110,19 +110,6 @@ class SessionTests(SessionTestCase):
         )
         self.assertEqual(self.factory.connections, {})
 
-    def test_disconnect_ends_a_turn(self) -> None:
-        """
-        What the application holds for the end of the turn when a connection
-        closes (a room's leave notify) leaves without waiting for other input.
-        """
-        session, _transport = self.connect()
-        ended: list[int] = []
-        self.app.at_end_of_turn = lambda: ended.append(1)
-        session.connectionLost(Failure(ConnectionError()))
-        self.assertEqual(ended, [])
-        self.reactor.advance(0)
-        self.assertEqual(ended, [1])
-
     def test_packets_wait_for_the_turn(self) -> None:
         """
         C{dataReceived} only buffers: the I/O path never runs application logic.
@@ -358,5 +345,5 @@ class SessionTests(SessionTestCase):
         session, _ = self.connect()
         session.close("test", linger=5)
         session.connectionLost(Failure(ConnectionError()))
-        self.reactor.advance(0)  # the turn that ends with the disconnection
+        self.reactor.advance(0)  # the turn that a disconnect ends
         self.assertEqual(self.reactor.getDelayedCalls(), [])

@@ -1,7 +1,10 @@
 """
-The C{chatsvc-client} terminal program: what it shows for each server event
-(L{chatsvc.client.render}) and the program itself (L{chatsvc.client.cli}).
-The wire protocol it speaks is L{chatsvc.protocol}'s.
+The C{chatsvc-client} terminal program: an input line to a command
+(L{chatsvc.client.commands}), server events to lines of text
+(L{chatsvc.client.render}), the connection (L{chatsvc.client.connection}),
+the session (L{chatsvc.client.session}), the screens
+(L{chatsvc.client.console}, L{chatsvc.client.terminal}) and the command line
+(L{chatsvc.client.cli}). The wire protocol it speaks is L{chatsvc.protocol}'s.
 
 The program is not imported here, so that C{python -m chatsvc.client.cli}
 runs it without a second copy.

@@ -22,6 +22,7 @@ from chatsvc.protocol import (
     NewUser,
     PacketId,
     Response,
+    Result,
     UnknownPacket,
     UserLeft,
     UserList,
@@ -34,7 +35,10 @@ RESULTS: Final[Mapping[int, tuple[str, str]]] = {
     12: ("USER_MGR_INVALID_USER_UNIQUEID", "invalid user unique id"),
     31: ("LOGIN_USER_ALREADY", "this user is already logged in"),
     32: ("LOGIN_USER_USED_ALL_OBJ", "the server is full"),
-    33: ("LOGIN_USER_INVALID_PW", "unknown user or wrong password"),
+    33: (
+        "LOGIN_USER_INVALID_PW",
+        "unknown user or wrong password, or the server could not check the password",
+    ),
     41: ("NEW_ROOM_USED_ALL_OBJ", "no free room"),
     42: ("NEW_ROOM_FAIL_ENTER", "could not enter the new room"),
     51: ("ENTER_ROOM_NOT_FINDE_USER", "not logged in"),
@@ -62,6 +66,11 @@ _ACTIONS: Final[Mapping[int, str]] = {
 }
 
 _REPLACEMENT: Final = "\N{REPLACEMENT CHARACTER}"
+#: Unicode categories that change how the text around them looks, or are
+#: invisible: format characters and the line and paragraph separators.
+_SHOWN_AS_CODE_POINT: Final = frozenset({"Cf", "Zl", "Zp"})
+#: The rooms of a chatsvc server started with the defaults.
+_DEFAULT_ROOMS: Final = "0 to 9"
 
 
 def describe_result(result: int, packet_id: int | None = None) -> str:
@@ -87,15 +96,25 @@ def failure_text(response: Response) -> str:
 def clean_text(raw: bytes) -> str:
     """
     Decode text a peer sent (UTF-8, invalid bytes replaced) so that printing it
-    cannot move the cursor, clear the screen or forge a line: control
-    characters become U+FFFD.
+    cannot move the cursor, clear the screen, forge a line or pass for other
+    text: control characters become U+FFFD, and format and separator
+    characters (Unicode categories Cf, Zl, Zp: bidi overrides, zero-width
+    spaces and joiners, line and paragraph separators) are shown by their
+    code point, as C{<U+202E>}.
     """
     text = raw.decode("utf-8", "replace")
     if text.isprintable():
         return text
-    return "".join(
-        _REPLACEMENT if unicodedata.category(ch) == "Cc" else ch for ch in text
-    )
+    return "".join(_visible(ch) for ch in text)
+
+
+def _visible(ch: str) -> str:
+    category = unicodedata.category(ch)
+    if category == "Cc":
+        return _REPLACEMENT
+    if category in _SHOWN_AS_CODE_POINT:
+        return f"<U+{ord(ch):04X}>"
+    return ch
 
 
 def user_name(unique_id: int, names: Mapping[int, str]) -> str:
@@ -113,11 +132,19 @@ def render_event(
     show (a successful chat response: the message itself comes as a notify).
 
     @param names: user names by unique id, as known I{before} this event.
-    @param room: the room number a successful enter or leave response is about.
+    @param room: the room number an enter or leave response is about.
     """
     match event:
         case ChatNotify(user_id, message):
             return f"<{clean_text(user_id)}> {clean_text(message)}"
+        case Response(PacketId.ROOM_ENTER_RESPONSE, Result.ROOM_INVALID_INDEX) if (
+            room is not None
+        ):
+            return (
+                f"! {failure_text(event)}: there is no room {room} on this server"
+                f" (a chatsvc server started with the defaults has rooms"
+                f" {_DEFAULT_ROOMS}; its --rooms and --room-start set others)"
+            )
         case Response(_, result) if result:
             return f"! {failure_text(event)}"
         case Response(PacketId.LOGIN_RESPONSE):
@@ -134,6 +161,8 @@ def render_event(
             return None
         case NewUser(_, user_id):
             return f"* {clean_text(user_id)} entered the room"
+        case UserList(users) if not users:
+            return "* nobody else is here"
         case UserList(users):
             listed = ", ".join(clean_text(user_id) for _, user_id in users)
             return f"* users here: {listed}"

@@ -1,30 +1,65 @@
 """
 C{chatsvc-bench}: the dummy-client load tester.
 
-  - L{chatsvc.loadtest.bot}: one bot as a sans-io state machine, and the
-    bookkeeping that proves every notify arrived once and in order;
+  - L{chatsvc.loadtest.bot}: one bot as a sans-io state machine, with
+    L{chatsvc.loadtest.accounting} (every notify once and in order),
+    L{chatsvc.loadtest.counters}, L{chatsvc.loadtest.directory} (user ids)
+    and L{chatsvc.loadtest.fastpath} (runs of notifies checked with numpy);
   - L{chatsvc.loadtest.scenarios}: what a bot does in each scenario;
-  - L{chatsvc.loadtest.runner}: bots on asyncio/uvloop in several processes;
+  - L{chatsvc.loadtest.link}, L{chatsvc.loadtest.worker}: bots on
+    asyncio/uvloop in one load process;
+  - L{chatsvc.loadtest.runner}: the parent of the load processes;
+  - L{chatsvc.loadtest.fdlimit}, L{chatsvc.loadtest.preflight},
+    L{chatsvc.loadtest.procinfo}, L{chatsvc.loadtest.network}: the machine
+    and the server, before and during a run;
   - L{chatsvc.loadtest.stats}: HDR histograms, counters and their merge;
   - L{chatsvc.loadtest.report}: progress line, summary table and plot;
   - L{chatsvc.loadtest.cli}: the command line.
 
-The command line is not imported here, so that
-C{python -m chatsvc.loadtest.cli} runs it without a second copy.
+The names below are imported when first used, so that a tool that needs one
+module (C{bench/} reads L{chatsvc.loadtest.procinfo}) does not load them all.
+The command line is not imported here, so that C{python -m
+chatsvc.loadtest.cli} runs it without a second copy.
 """
 
-from chatsvc.loadtest.bot import (
-    Bot,
-    BotState,
-    Counters,
-    Directory,
-    SentLog,
-    SequenceTracker,
-    count_lost,
-)
-from chatsvc.loadtest.config import RunConfig, share_bots
-from chatsvc.loadtest.stats import Summary, WorkerResult, merge
-from chatsvc.loadtest.wire import chat_message, parse_chat_message
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chatsvc.loadtest.accounting import SentLog, SequenceTracker, count_lost
+    from chatsvc.loadtest.bot import Bot, BotState
+    from chatsvc.loadtest.config import RunConfig, share_bots
+    from chatsvc.loadtest.counters import Counters
+    from chatsvc.loadtest.directory import Directory
+    from chatsvc.loadtest.stats import Summary, WorkerResult, merge
+    from chatsvc.loadtest.wire import chat_message, parse_chat_message
+
+_WHERE = {
+    "Bot": "bot",
+    "BotState": "bot",
+    "Counters": "counters",
+    "Directory": "directory",
+    "SentLog": "accounting",
+    "SequenceTracker": "accounting",
+    "count_lost": "accounting",
+    "RunConfig": "config",
+    "share_bots": "config",
+    "Summary": "stats",
+    "WorkerResult": "stats",
+    "merge": "stats",
+    "chat_message": "wire",
+    "parse_chat_message": "wire",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "Bot",

@@ -1,8 +1,7 @@
 # -*- test-case-name: tests.test_loadtest -*-
 """
 One load-test bot, without I/O: the client side of the protocol as a state
-machine, and the bookkeeping that proves every notify arrived exactly once and
-in order.
+machine.
 
 A L{Bot} is told what its connection did (L{Bot.receive} with the bytes that
 arrived and the time) and asked for requests (L{Bot.login}, L{Bot.chat}, ...,
@@ -10,36 +9,25 @@ which return the bytes to write); L{Bot.data_to_send} hands out what it wants
 written on its own (closed-loop refills). It never touches a socket or a clock,
 so every rule is testable with hand-made bytes.
 
-Every chat message a bot sends says who sent it, its sequence number (1, 2,
-3... over the whole run), the sequence number of its first message since it
-last entered a room (the I{visit}) and the sender's monotonic clock in
-nanoseconds (see L{chatsvc.loadtest.wire}). Each receiver keeps a
-L{SequenceTracker}: per sender in its room, the last sequence number seen and
-the gaps. A number above the next one opens a gap (lost, unless it turns up
-later: then it is I{reordered}); a number seen before is I{duplicated}. Losses
-at the end of a visit (the last messages before a sender left, or before the
-run ended) are found against the senders' own record of what the server
-accepted (L{SentLog}), merged across processes by L{count_lost}.
-
-Runs of notifies take a faster path when numpy is installed
-(L{chatsvc.loadtest.batch}), with the same results.
+What it receives is checked as it arrives: every packet against the protocol
+(a violation stops the bot, with the packet in the report), every chat notify
+against the room's senders (L{chatsvc.loadtest.accounting}), and it is counted
+(L{chatsvc.loadtest.counters}). Runs of notifies take a faster path when numpy
+is installed (L{chatsvc.loadtest.fastpath}), with the same results.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
-from chatsvc.loadtest.batch import MIN_BATCH, NotifyBatch
-from chatsvc.loadtest.wire import (
-    NOTIFY_BODY,
-    NOTIFY_SIZE,
-    chat_message,
-)
+from chatsvc.loadtest.accounting import SentLog, SequenceTracker
+from chatsvc.loadtest.counters import SIGNIFICANT_BITS, Counters, quantize_us
+from chatsvc.loadtest.directory import Directory
+from chatsvc.loadtest.fastpath import MIN_RUN, NotifyChecker
+from chatsvc.loadtest.wire import NOTIFY_BODY, NOTIFY_SIZE, chat_message
 from chatsvc.protocol import (
     HEADER,
     HEADER_SIZE,
@@ -66,23 +54,10 @@ MAX_SERVER_PACKET: Final = 1024
 ECHO_STAMP: Final = struct.Struct("<Qq")
 #: The smallest DEV_ECHO packet that carries a sequence number and a time.
 MIN_ECHO_SIZE: Final = HEADER_SIZE + ECHO_STAMP.size
-#: Latencies are recorded in microseconds, rounded down to 11 significant bits
-#: (what an HDR histogram with 3 significant digits keeps anyway).
-SIGNIFICANT_BITS: Final = 11
-_BATCH_BYTES = MIN_BATCH * NOTIFY_SIZE
+_RUN_BYTES = MIN_RUN * NOTIFY_SIZE
 _MESSAGE_START = HEADER_SIZE + USER_ID_FIELD
 _CHAT_NOTIFY = int(PacketId.ROOM_CHAT_NOTIFY)
 _HEX_BYTES = 48
-
-
-def quantize_us(value: int) -> int:
-    """
-    Round a latency in microseconds down to what the histogram keeps apart.
-    """
-    if value < 1 << SIGNIFICANT_BITS:
-        return max(value, 0)
-    shift = value.bit_length() - SIGNIFICANT_BITS
-    return value >> shift << shift
 
 
 def hex_dump(data: bytes | bytearray, limit: int = _HEX_BYTES) -> str:
@@ -91,217 +66,6 @@ def hex_dump(data: bytes | bytearray, limit: int = _HEX_BYTES) -> str:
     """
     text = bytes(data[:limit]).hex(" ")
     return text + (f" ... (+{len(data) - limit} bytes)" if len(data) > limit else "")
-
-
-@dataclass(slots=True)
-class SentLog:
-    """
-    What the senders of one process know about their own messages: the last
-    message of each visit the server accepted (C{finals}, by C{(sender,
-    visit)}) and the messages it refused (C{rejected}, by sender), which no
-    receiver can be blamed for missing.
-    """
-
-    finals: dict[tuple[int, int], int] = field(default_factory=dict)
-    rejected: dict[int, set[int]] = field(default_factory=dict)
-
-    def merge(self, other: SentLog) -> None:
-        """
-        Add the record of another process.
-        """
-        self.finals.update(other.finals)
-        for sender, seqs in other.rejected.items():
-            self.rejected.setdefault(sender, set()).update(seqs)
-
-
-class SequenceTracker:
-    """
-    What one receiver saw of the senders in its room.
-
-    L{open} starts a sender's I{visit} as this receiver sees it (the sender is
-    in the room with it); L{message} takes each of its messages; L{close} ends
-    the visit. A I{strict} visit must be seen from its first message (the
-    sender entered after this receiver, or nobody chatted before everybody was
-    in); a visit opened with C{first} knows its first sequence number before
-    any message arrives. Counts: C{duplicated}, C{reordered}, C{unexpected}
-    (messages from a sender that is not in the room as this receiver sees it)
-    and, after the run, the C{gaps} and C{tails} that L{count_lost} turns into
-    the number lost.
-    """
-
-    __slots__ = ("duplicated", "gaps", "reordered", "tails", "unexpected", "visits")
-
-    def __init__(self) -> None:
-        #: sender -> [last seq seen, first seq of the visit (0: unknown), strict]
-        self.visits: dict[int, list[int]] = {}
-        #: sender -> missing seq ranges [lo, hi], inclusive
-        self.gaps: dict[int, list[list[int]]] = {}
-        #: (sender, visit, last seq seen): to compare with the sender's final seq
-        self.tails: list[tuple[int, int, int]] = []
-        self.duplicated = 0
-        self.reordered = 0
-        self.unexpected = 0
-
-    def open(self, sender: int, *, first: int | None = None, strict: bool) -> None:
-        """
-        C{sender} is in the room: its messages count from now on.
-        """
-        if first is None:
-            self.visits[sender] = [0, 0, int(strict)]
-        else:
-            self.visits[sender] = [first - 1, first, 1]
-
-    def is_open(self, sender: int) -> bool:
-        """
-        Whether C{sender} is in the room as this receiver sees it.
-        """
-        return sender in self.visits
-
-    def message(self, sender: int, seq: int, visit: int) -> None:
-        """
-        Take one message of C{sender}.
-        """
-        state = self.visits.get(sender)
-        if state is None:
-            self.unexpected += 1
-        elif seq == state[0] + 1 and visit == state[1]:
-            state[0] = seq
-        else:
-            self._irregular(sender, state, seq, visit)
-
-    def _irregular(self, sender: int, state: list[int], seq: int, visit: int) -> None:
-        last, known_visit, strict = state
-        if seq < visit:
-            self.unexpected += 1
-            return
-        if known_visit == 0:
-            # The first message of a visit not known in advance.
-            state[1] = visit
-            if strict and seq > visit:
-                self._gap(sender, visit, seq - 1)
-            state[0] = seq
-            return
-        if visit != known_visit:
-            if visit < known_visit:
-                # A message of an earlier visit, after this one began.
-                self._old(sender, seq)
-                return
-            # A new visit without the leave and enter notifies in between.
-            self.unexpected += 1
-            self.close(sender, check_tail=True)
-            self.visits[sender] = [seq, visit, 0]
-            return
-        if seq > last:
-            self._gap(sender, last + 1, seq - 1)
-            state[0] = seq
-        else:
-            self._old(sender, seq)
-
-    def _gap(self, sender: int, lo: int, hi: int) -> None:
-        self.gaps.setdefault(sender, []).append([lo, hi])
-
-    def _old(self, sender: int, seq: int) -> None:
-        """
-        A sequence number at or below one already seen: late or repeated.
-        """
-        gaps = self.gaps.get(sender, [])
-        for i, (lo, hi) in enumerate(gaps):
-            if lo <= seq <= hi:
-                self.reordered += 1
-                replacement = [
-                    r for r in ([lo, seq - 1], [seq + 1, hi]) if r[0] <= r[1]
-                ]
-                gaps[i : i + 1] = replacement
-                return
-        self.duplicated += 1
-
-    def close(self, sender: int, *, check_tail: bool) -> None:
-        """
-        C{sender}'s visit ends; with C{check_tail}, every message it had
-        accepted by then must have arrived (it left, or the run ended).
-        """
-        state = self.visits.pop(sender, None)
-        if state is not None and check_tail and state[1]:
-            self.tails.append((sender, state[1], state[0]))
-
-    def close_all(self, *, check_tail: bool, keep_tail_of: int | None = None) -> None:
-        """
-        Close every visit (this receiver left, or the run ended). With
-        C{keep_tail_of}, only that sender's tail is checked.
-        """
-        for sender in list(self.visits):
-            self.close(
-                sender,
-                check_tail=check_tail or sender == keep_tail_of,
-            )
-
-    def missing(self) -> list[tuple[int, int, int]]:
-        """
-        Return the gaps as C{(sender, lo, hi)}.
-        """
-        return [(s, lo, hi) for s, ranges in self.gaps.items() for lo, hi in ranges]
-
-
-def count_lost(
-    missing: Iterable[tuple[int, int, int]],
-    tails: Iterable[tuple[int, int, int]],
-    log: SentLog,
-) -> int:
-    """
-    Return how many accepted messages never arrived: the gaps (C{(sender, lo,
-    hi)}) and, for every closed visit (C{(sender, visit, last seen)}), the
-    messages between the last one seen and the last one the server accepted,
-    not counting those the server refused.
-    """
-    ranges = list(missing)
-    for sender, visit, last in tails:
-        final = log.finals.get((sender, visit))
-        if final is not None and final > last:
-            ranges.append((sender, last + 1, final))
-    lost = 0
-    for sender, lo, hi in ranges:
-        refused = log.rejected.get(sender, ())
-        lost += hi - lo + 1 - sum(1 for seq in refused if lo <= seq <= hi)
-    return lost
-
-
-class Directory:
-    """
-    User ids of the bots: C{<prefix><index>}, and back.
-    """
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix.encode("utf-8")
-        self._fields: dict[int, bytes] = {}
-
-    def user_id(self, index: int) -> bytes:
-        """
-        Return the user id of bot C{index}.
-        """
-        return self.prefix + b"%d" % index
-
-    def field(self, index: int) -> bytes:
-        """
-        Return the user id of bot C{index} as the 33-byte field of a notify.
-        """
-        padded = self._fields.get(index)
-        if padded is None:
-            padded = self._fields[index] = self.user_id(index).ljust(
-                USER_ID_FIELD, b"\0"
-            )
-        return padded
-
-    def index(self, user_id: bytes) -> int | None:
-        """
-        Return the bot index of a user id, or L{None} for somebody else.
-        """
-        prefix = self.prefix
-        if not user_id.startswith(prefix):
-            return None
-        digits = user_id[len(prefix) :]
-        if not digits.isdigit() or (digits[:1] == b"0" and len(digits) > 1):
-            return None
-        return int(digits)
 
 
 class BotState(Enum):
@@ -316,56 +80,6 @@ class BotState(Enum):
     IN_ROOM = "in a room"
     LEAVING = "leaving"
     STOPPED = "stopped"
-
-
-class Counters:
-    """
-    What the bots of one process add up, updated in place by every bot.
-
-    Latencies are counted in plain dicts (microseconds, quantized) and moved
-    into HDR histograms once a second by L{chatsvc.loadtest.stats}: recording
-    a value straight into an HDR histogram costs ten times more.
-    """
-
-    def __init__(self) -> None:
-        self.connected = 0
-        self.logged_in = 0
-        self.in_room = 0
-        self.logins = 0
-        self.enters = 0
-        self.cycles = 0
-        self.sent = 0
-        self.received = 0
-        self.foreign = 0
-        self.skipped = 0
-        self.recording = False
-        self.latency: dict[int, int] = {}
-        self.login_latency: dict[int, int] = {}
-        self.results: dict[tuple[int, int], int] = {}
-        self.errors: dict[str, int] = {}
-        self.violations: list[str] = []
-        self.violation_count = 0
-
-    def result(self, packet_id: int, code: int) -> None:
-        """
-        Count a response whose result is not 0.
-        """
-        key = (packet_id, code)
-        self.results[key] = self.results.get(key, 0) + 1
-
-    def error(self, kind: str) -> None:
-        """
-        Count an error of some kind (a connection failure, a timeout...).
-        """
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def violation(self, text: str) -> None:
-        """
-        Record a protocol violation by the server (the first few in full).
-        """
-        self.violation_count += 1
-        if len(self.violations) < 20:
-            self.violations.append(text)
 
 
 _REQUEST_NAMES: Final = {
@@ -403,7 +117,7 @@ class Bot:
         window: int = 0,
         pinned_first: int | None = None,
         strict_existing: bool = False,
-        batch: NotifyBatch | None = None,
+        checker: NotifyChecker | None = None,
     ) -> None:
         if echo_size < MIN_ECHO_SIZE:
             raise ValueError(f"echo packets need at least {MIN_ECHO_SIZE} bytes")
@@ -418,7 +132,7 @@ class Bot:
         self.window = window
         self.pinned_first = pinned_first
         self.strict_existing = strict_existing
-        self.batch = batch
+        self.checker = checker
         self.state = BotState.CONNECTED
         self.tracker = SequenceTracker()
         self.sending = False
@@ -581,7 +295,7 @@ class Bot:
         tracker = self.tracker
         visits = tracker.visits
         field_of = self.directory.field
-        batch = self.batch
+        checker = self.checker
         received = 0
         try:
             while end - offset >= HEADER_SIZE:
@@ -598,16 +312,26 @@ class Bot:
                     break
                 if packet_id == _CHAT_NOTIFY and length == NOTIFY_SIZE:
                     if (
-                        batch is not None
-                        and end - offset >= _BATCH_BYTES
+                        checker is not None
+                        and end - offset >= _RUN_BYTES
                         and self.state in _IN_ROOM_STATES
                     ):
-                        taken = batch.take(self, buffer, offset, end, now_ns)
+                        taken, own = checker.take(
+                            self.tracker,
+                            self.counters,
+                            self.index,
+                            buffer,
+                            offset,
+                            end,
+                            now_ns,
+                        )
                         if taken != offset:
                             offset = taken
+                            if own:
+                                self.returned(own)
                             continue
                         # Something unusual: the plain path, for this read.
-                        batch = None
+                        checker = None
                     user, sender, seq, visit, sent_ns, end_byte = unpack_notify(
                         buffer, offset + HEADER_SIZE
                     )

@@ -19,9 +19,11 @@ import importlib.util
 import json
 import platform
 import sys
+import textwrap
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from chatsvc.loadtest.bot import MAX_SERVER_PACKET, MIN_ECHO_SIZE
 from chatsvc.loadtest.config import SCENARIOS, RunConfig
@@ -35,39 +37,66 @@ EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 DEFAULT_DURATION: Final = {"echo": 10.0, "login": 0.0, "chat": 10.0, "churn": 10.0}
+DEFAULT_USERS: Final = {"echo": 100, "login": 100, "chat": 40, "churn": 40}
 
 DESCRIPTION: Final = """\
 Load-test a chat server that speaks the edu_cpp_IOCP tutorial's protocol
 (chatsvc, or the tutorial's own server) with many bots.
-
-scenarios:
-  echo    DEV_ECHO packets: --window in flight per connection (1: ping-pong,
-          more: pipelined), or --rate a second; the server must echo them all,
-          in order (chatsvc: the chatsvc-sendqueue stage)
-  login   a login storm: every user connects, then all log in at once;
-          reports logins per second; the connections are held --duration s
-  chat    users log in and enter rooms (dealt out in turn); once all are in,
-          each sends --rate messages a second (0: closed loop, --window in
-          flight); latency is from a message's send to each member's notify,
-          and every member must get every message of its room once, in order
-  churn   each user repeats: connect, log in, enter, send --cycle-messages
-          messages, leave, disconnect
 
 Every second a progress line goes to standard error; at the end a summary
 table to standard output. Messages carry sender, sequence number and send
 time; the summary counts lost, duplicated and reordered notifies (all must
 be 0), every result code other than 0, connection errors and protocol
 violations by the server (a bot that sees one reports the packet and stops).
+The run fails (exit status 1) if any of them is not 0, or if a bot could not
+log in or enter its room. `chatsvc-bench SCENARIO --help` lists the options
+of a scenario.
 """
 
+SCENARIO_HELP: Final = {
+    "echo": (
+        "DEV_ECHO packets: --window in flight per connection (1: ping-pong,"
+        " more: pipelined) with --rate 0, or --rate a second; the server must"
+        " echo them all, in order (chatsvc: the chatsvc-sendqueue stage)"
+    ),
+    "login": (
+        "a login storm: every user connects, then all log in at once; reports"
+        " logins per second; the connections are held --duration s"
+    ),
+    "chat": (
+        "users log in and enter rooms (dealt out in turn); once all are in,"
+        " each sends --rate messages a second (0: closed loop, --window in"
+        " flight); latency is from a message's send to each member's notify,"
+        " and every member must get every message of its room once, in order"
+    ),
+    "churn": (
+        "each user repeats: connect, log in, enter, send --cycle-messages"
+        " messages, leave, disconnect"
+    ),
+}
+
 EPILOG: Final = """\
-examples:
-  twistd -n --pidfile= chatsvc --listen tcp:11021:interface=127.0.0.1 --chat-rate 0
-  chatsvc-bench chat --users 200 --rooms 20 --rate 10 --duration 10
-  chatsvc-bench chat --users 100 --rooms 1 --rate 0 --window 4 --json out.json
-  chatsvc-bench login --users 10000 --procs 2 --redis redis://127.0.0.1:6379/0
-  chatsvc-bench echo --port 11022 --users 100 --window 32 --size 64
+examples, against a chatsvc server started with its defaults (10 rooms of 4
+users, 20 chat messages a second per user):
+  twistd -n --pidfile= chatsvc --listen tcp:11021:interface=127.0.0.1
+  chatsvc-bench chat --users 40 --rooms 10 --rate 10 --duration 10
+  chatsvc-bench churn --users 40 --rooms 10 --duration 10
+  chatsvc-bench login --users 5000
+
+against a larger one (tell chatsvc-bench its rooms and their capacity):
+  twistd -n --pidfile= chatsvc --rooms 20 --room-capacity 10 --chat-rate 0
+  chatsvc-bench chat --users 200 --rooms 20 --server-rooms 20 --room-capacity 10
+  chatsvc-bench chat --users 100 --rooms 10 --room-capacity 10 --rate 0 --window 4
+
+echo, against the send-queue stage:
+  twistd -n --pidfile= chatsvc-sendqueue --listen tcp:11022:interface=127.0.0.1
+  chatsvc-bench echo --port 11022 --users 100 --rate 0 --window 32 --size 64
 """
+
+#: Scenarios that log in, and scenarios whose bots enter rooms.
+_LOGGING_IN: Final = ("login", "chat", "churn")
+_IN_ROOMS: Final = ("chat", "churn")
+_SENDING: Final = ("echo", "chat", "churn")
 
 
 def _positive_int(text: str) -> int:
@@ -91,17 +120,10 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_common(parser: argparse.ArgumentParser, scenario: str) -> None:
     """
-    Return the command-line parser (every option explained in C{--help}).
+    Add the options of C{scenario}: every scenario's, and its own.
     """
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("scenario", choices=SCENARIOS, help="what the bots do")
     target = parser.add_argument_group("server")
     target.add_argument(
         "--host", default="127.0.0.1", help="server host (default 127.0.0.1)"
@@ -109,18 +131,48 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument(
         "--port", type=_port, default=11021, help="server port (default 11021)"
     )
-    users = parser.add_argument_group("users and rooms")
+    users = parser.add_argument_group(
+        "users and rooms" if scenario in _IN_ROOMS else "users"
+    )
     users.add_argument(
         "--users",
         type=_positive_int,
-        default=100,
-        help="bots, one connection each (default 100)",
+        default=DEFAULT_USERS[scenario],
+        help=f"bots, one connection each (default {DEFAULT_USERS[scenario]}"
+        + (
+            ": 4 in each of 10 rooms, as a default chatsvc)"
+            if scenario in _IN_ROOMS
+            else ")"
+        ),
     )
+    if scenario in _IN_ROOMS:
+        _add_rooms(users)
+    if scenario in _LOGGING_IN:
+        _add_login(parser, users)
+    if scenario in _SENDING:
+        _add_load(parser, scenario)
+    _add_timing(parser, scenario)
+    _add_runner(parser, scenario)
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--json", type=Path, metavar="FILE", help="write every result here as JSON"
+    )
+    output.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="draw latency over time and its distribution (needs matplotlib:"
+        " pip install 'chatsvc[bench]')",
+    )
+    output.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+
+
+def _add_rooms(users: argparse._ArgumentGroup) -> None:
     users.add_argument(
         "--rooms",
         type=_positive_int,
         default=10,
-        help="rooms the bots are dealt over (chat, churn; default 10)",
+        help="rooms the bots are dealt over (default 10)",
     )
     users.add_argument(
         "--room-start",
@@ -128,6 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="number of the first room (the server's --room-start; default 0)",
     )
+    users.add_argument(
+        "--server-rooms",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="how many rooms the server has (its --rooms; default 10, chatsvc's"
+        " default): checked before the run",
+    )
+    users.add_argument(
+        "--room-capacity",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="users a room of the server holds (its --room-capacity; default 4,"
+        " chatsvc's default): checked before the run",
+    )
+
+
+def _add_login(parser: argparse.ArgumentParser, users: argparse._ArgumentGroup) -> None:
     users.add_argument(
         "--user-prefix",
         default="bench",
@@ -156,65 +227,82 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="prefix of the password keys (the server's --redis-key-prefix)",
     )
+
+
+def _add_load(parser: argparse.ArgumentParser, scenario: str) -> None:
+    what = "echoes" if scenario == "echo" else "messages"
     load = parser.add_argument_group("load")
     load.add_argument(
         "--rate",
         type=_non_negative,
         default=1.0,
-        metavar="MSGS_PER_S",
-        help="messages (chat, churn) or echoes a second per user; 0: closed loop,"
-        " as fast as the server answers (default 1)",
+        metavar="PER_S",
+        help=f"{what} a second per user; 0: closed loop, as fast as the server"
+        " answers, --window at a time (default 1)",
     )
     load.add_argument(
         "--window",
         "--depth",
         type=_positive_int,
-        default=1,
-        help="with --rate 0: messages or echoes in flight per user, the next"
-        " sent as one comes back (echo: 1 is ping-pong; default 1)",
+        help=f"with --rate 0 only: {what} in flight per user, the next sent as"
+        " one comes back"
+        + (" (1 is ping-pong)" if scenario == "echo" else "")
+        + " (default 1)",
     )
-    load.add_argument(
-        "--size",
-        type=int,
-        default=32,
-        help=f"echo packet size in bytes, header included ({MIN_ECHO_SIZE}.."
-        f"{MAX_SERVER_PACKET}; default 32)",
-    )
-    load.add_argument(
-        "--cycle-messages",
-        type=int,
-        default=5,
-        help="churn: messages per cycle (default 5)",
-    )
-    load.add_argument(
-        "--churn-pause",
-        type=_non_negative,
-        default=0.05,
-        help="churn: seconds a bot waits after a failed cycle (default 0.05)",
-    )
+    if scenario == "echo":
+        load.add_argument(
+            "--size",
+            type=int,
+            default=32,
+            help=f"echo packet size in bytes, header included ({MIN_ECHO_SIZE}.."
+            f"{MAX_SERVER_PACKET}; default 32)",
+        )
+    if scenario == "churn":
+        load.add_argument(
+            "--cycle-messages",
+            type=int,
+            default=5,
+            help="messages per cycle (default 5)",
+        )
+        load.add_argument(
+            "--churn-pause",
+            type=_non_negative,
+            default=0.05,
+            help="seconds a bot waits after a failed cycle (default 0.05)",
+        )
+
+
+def _add_timing(parser: argparse.ArgumentParser, scenario: str) -> None:
     timing = parser.add_argument_group("timing")
     timing.add_argument(
         "--duration",
         type=_non_negative,
+        default=DEFAULT_DURATION[scenario],
         metavar="S",
-        help="seconds of the measured phase (login: seconds the logged-in"
-        " connections are held after the storm; default 10, login 0)",
+        help=(
+            "seconds the logged-in connections are held after the storm"
+            if scenario == "login"
+            else "seconds of the measured phase"
+        )
+        + f" (default {DEFAULT_DURATION[scenario]:g})",
     )
     timing.add_argument(
         "--ramp-up",
         type=_non_negative,
         default=0.0,
         metavar="S",
-        help="spread the bots' start (connecting; churn: first cycle) over S"
-        " seconds (default 0: as fast as --connect-concurrency allows)",
+        help="spread the bots' start (connecting"
+        + ("; churn: first cycle" if scenario == "churn" else "")
+        + ") over S seconds (default 0: as fast as --connect-concurrency allows)",
     )
-    timing.add_argument(
-        "--warmup",
-        type=_non_negative,
-        default=0.0,
-        metavar="S",
-        help="seconds of load before measuring starts (default 0)",
-    )
+    if scenario != "login":
+        timing.add_argument(
+            "--warmup",
+            type=_non_negative,
+            default=0.0,
+            metavar="S",
+            help="seconds of load before measuring starts (default 0)",
+        )
     timing.add_argument(
         "--drain",
         type=_non_negative,
@@ -230,13 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for a connection or an answer (default 10)",
     )
+
+
+def _add_runner(parser: argparse.ArgumentParser, scenario: str) -> None:
     runner = parser.add_argument_group("load generator")
     runner.add_argument(
         "--procs",
         type=_positive_int,
         default=1,
-        help="load processes the bots are spread over (whole rooms per process"
-        " where possible); their results are merged (default 1)",
+        help="load processes the bots are spread over"
+        + (" (whole rooms per process where possible)" if scenario in _IN_ROOMS else "")
+        + "; their results are merged (default 1)",
     )
     runner.add_argument(
         "--connect-concurrency",
@@ -251,14 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop of the load processes (auto: uvloop when installed)",
     )
-    runner.add_argument(
-        "--no-numpy",
-        dest="batch_parser",
-        action="store_false",
-        help="check notifies one by one in Python even when numpy is installed"
-        " (numpy checks runs of notifies at once: a faster load generator,"
-        " the same results)",
-    )
+    if scenario in _IN_ROOMS:
+        runner.add_argument(
+            "--no-numpy",
+            dest="fast_path",
+            action="store_false",
+            help="check notifies one by one in Python even when numpy is"
+            " installed (numpy checks runs of notifies at once: a faster load"
+            " generator, the same results)",
+        )
     runner.add_argument(
         "--server-pid",
         type=_positive_int,
@@ -266,18 +359,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="also measure the CPU time of this server process (and of the whole"
         " machine) over the measured window (Linux)",
     )
-    output = parser.add_argument_group("output")
-    output.add_argument(
-        "--json", type=Path, metavar="FILE", help="write every result here as JSON"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    Return the command-line parser: one sub-command per scenario, each with
+    its own options (every one explained in C{--help}).
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    output.add_argument(
-        "--plot",
-        type=Path,
-        metavar="FILE.png",
-        help="draw latency over time and its distribution (needs matplotlib:"
-        " pip install 'chatsvc[bench]')",
+    scenarios = parser.add_subparsers(
+        dest="scenario", metavar="SCENARIO", title="scenarios", required=True
     )
-    output.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    for scenario in SCENARIOS:
+        sub = scenarios.add_parser(
+            scenario,
+            help=SCENARIO_HELP[scenario],
+            description=textwrap.fill(SCENARIO_HELP[scenario], 79),
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_common(sub, scenario)
     return parser
 
 
@@ -287,63 +393,51 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, RunConfig]:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.duration is None:
-        args.duration = DEFAULT_DURATION[args.scenario]
+    defaults = RunConfig(args.scenario)
+
+    def get(name: str) -> Any:
+        return getattr(args, name, getattr(defaults, name))
+
+    def error(text: str) -> NoReturn:
+        parser.exit(EXIT_USAGE, f"{PROGRAM} {args.scenario}: error: {text}\n")
+
     if args.scenario == "echo" and not MIN_ECHO_SIZE <= args.size <= MAX_SERVER_PACKET:
-        parser.error(f"--size must be {MIN_ECHO_SIZE}..{MAX_SERVER_PACKET}")
-    last_index = args.user_start + args.users - 1
-    if args.user_start < 0 or last_index > MAX_SENDER:
-        parser.error(f"bot indices must stay within 0..{MAX_SENDER}")
-    if len(f"{args.user_prefix}{last_index}".encode()) > MAX_USER_ID_LEN:
-        parser.error(
-            f"user ids must fit {MAX_USER_ID_LEN} bytes: shorten --user-prefix"
+        error(f"--size must be {MIN_ECHO_SIZE}..{MAX_SERVER_PACKET}")
+    window = getattr(args, "window", None)
+    # --window 1 is what every paced bot has anyway: only more is refused.
+    if window is not None and window > 1 and get("rate") != 0:
+        error(
+            "--window sets how many messages (or echoes) each bot keeps in flight"
+            " in a closed loop, which only --rate 0 runs; with --rate R each bot"
+            " sends R a second whatever comes back: add --rate 0, or leave"
+            " --window out"
         )
-    if len(args.password.encode()) > MAX_USER_PW_LEN:
-        parser.error(f"--password must fit {MAX_USER_PW_LEN} bytes")
-    if args.cycle_messages < 0:
-        parser.error("--cycle-messages must be 0 or more")
+    user_start = get("user_start")
+    last_index = user_start + args.users - 1
+    if user_start < 0 or last_index > MAX_SENDER:
+        error(f"bot indices must stay within 0..{MAX_SENDER}")
+    if len(f"{get('user_prefix')}{last_index}".encode()) > MAX_USER_ID_LEN:
+        error(f"user ids must fit {MAX_USER_ID_LEN} bytes: shorten --user-prefix")
+    if len(get("password").encode()) > MAX_USER_PW_LEN:
+        error(f"--password must fit {MAX_USER_PW_LEN} bytes")
+    if get("cycle_messages") < 0:
+        error("--cycle-messages must be 0 or more")
     if args.timeout <= 0:
-        parser.error("--timeout must be positive")
+        error("--timeout must be positive")
     if args.procs > args.users:
-        parser.error("--procs cannot exceed --users")
+        error("--procs cannot exceed --users")
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        parser.error("--plot needs matplotlib: pip install 'chatsvc[bench]'")
-    if args.redis:
+        error("--plot needs matplotlib: pip install 'chatsvc[bench]'")
+    if get("redis"):
         from chatsvc.host.redis_login import RedisURL
 
         try:
-            RedisURL.parse(args.redis)
+            RedisURL.parse(get("redis"))
         except ValueError as e:
-            parser.error(f"--redis: {e}")
-    config = RunConfig(
-        scenario=args.scenario,
-        host=args.host,
-        port=args.port,
-        users=args.users,
-        rooms=args.rooms,
-        room_start=args.room_start,
-        rate=args.rate,
-        window=args.window,
-        duration=args.duration,
-        ramp_up=args.ramp_up,
-        warmup=args.warmup,
-        drain=args.drain,
-        timeout=args.timeout,
-        password=args.password,
-        user_prefix=args.user_prefix,
-        user_start=args.user_start,
-        redis=args.redis,
-        redis_key_prefix=args.redis_key_prefix,
-        procs=args.procs,
-        size=args.size,
-        cycle_messages=args.cycle_messages,
-        churn_pause=args.churn_pause,
-        connect_concurrency=args.connect_concurrency,
-        loop=args.loop,
-        batch_parser=args.batch_parser,
-        server_pid=args.server_pid,
-    )
-    return args, config
+            error(f"--redis: {e}")
+    # Options a scenario does not have keep RunConfig's defaults.
+    values = {f.name: get(f.name) for f in fields(RunConfig) if f.name != "window"}
+    return args, RunConfig(**values, window=window or 1)
 
 
 def _say(text: str) -> None:
@@ -352,7 +446,7 @@ def _say(text: str) -> None:
 
 def _prepare_redis(config: RunConfig) -> int:
     from chatsvc.host.redis_login import RedisURL
-    from chatsvc.loadtest.bot import Directory
+    from chatsvc.loadtest.directory import Directory
     from chatsvc.loadtest.redis_keys import set_passwords
 
     assert config.redis is not None
@@ -373,14 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Run C{chatsvc-bench}; return the exit code.
     """
     args, config = parse_args(sys.argv[1:] if argv is None else argv)
+    from chatsvc.loadtest.fdlimit import check_fd_limit, raise_fd_limit
+    from chatsvc.loadtest.preflight import UnreachableError, preflight, room_hints
     from chatsvc.loadtest.redis_keys import RedisError
-    from chatsvc.loadtest.runner import (
-        UnreachableError,
-        check_fd_limit,
-        preflight,
-        raise_fd_limit,
-        run,
-    )
+    from chatsvc.loadtest.runner import run
 
     limit = raise_fd_limit()
     problem = check_fd_limit(config, limit)
@@ -389,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if not args.quiet:
         _say(f"open-file limit {limit.describe()}")
+    for hint in room_hints(config):
+        _say(f"hint: {hint}")
     try:
         preflight(config.host, config.port, config.timeout)
     except UnreachableError as e:

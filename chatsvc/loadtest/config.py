@@ -21,6 +21,9 @@ class RunConfig:
         flight: it sends the next when one comes back (closed loop).
     @ivar duration: seconds of the measured phase (for C{login}: seconds the
         logged-in connections are held open after the storm).
+    @ivar server_rooms: how many rooms the server has, from C{room_start} on
+        (checked before the run: L{chatsvc.loadtest.preflight.room_hints}).
+    @ivar room_capacity: how many users a room of the server holds.
     @ivar server_pid: a server process on this machine whose CPU time is
         measured over the window (Linux only).
     """
@@ -31,6 +34,8 @@ class RunConfig:
     users: int = 100
     rooms: int = 10
     room_start: int = 0
+    server_rooms: int = 10
+    room_capacity: int = 4
     rate: float = 1.0
     window: int = 1
     duration: float = 10.0
@@ -49,7 +54,7 @@ class RunConfig:
     churn_pause: float = 0.05
     connect_concurrency: int = 100
     loop: str = "auto"
-    batch_parser: bool = True
+    fast_path: bool = True
     server_pid: int | None = None
 
     def __post_init__(self) -> None:

@@ -25,8 +25,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from chatsvc.loadtest.bot import Bot, BotState, Counters
+from chatsvc.loadtest.bot import Bot, BotState
 from chatsvc.loadtest.config import RunConfig
+from chatsvc.loadtest.counters import Counters
 
 #: The shortest sleep of a paced sender, and the longest (so it notices the end).
 MIN_SLEEP = 0.001

@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from hdrh.histogram import HdrHistogram
 
-from chatsvc.client.render import RESULTS
-from chatsvc.loadtest.bot import SentLog, count_lost
+from chatsvc.client.render import RESULTS, describe_result
+from chatsvc.loadtest.accounting import SentLog, count_lost
 from chatsvc.protocol import PacketId
 
 #: Latencies are recorded in microseconds, from 1 us to one hour.
@@ -221,6 +221,17 @@ class Summary:
                 failures.append(f"{self.correctness[name]} {name}")
         if self.violations["count"]:
             failures.append(f"{self.violations['count']} protocol violations")
+        if self.scenario in ("login", "chat") and self.logins["ok"] < self.bots:
+            missing = self.bots - self.logins["ok"]
+            failures.append(f"{missing} of {self.bots} bots did not log in")
+        if self.scenario == "chat" and self.counts["enters"] < self.bots:
+            missing = self.bots - self.counts["enters"]
+            failures.append(f"{missing} of {self.bots} bots did not enter their room")
+        for row in self.results:
+            failures.append(
+                f"{row['count']} {row['request']} requests refused:"
+                f" {row['description']}"
+            )
         errors = sum(self.errors.values())
         if errors:
             failures.append(f"{errors} errors")
@@ -250,7 +261,8 @@ def describe_request(packet_id: int) -> str:
 
 def result_rows(results: Mapping[tuple[int, int], int]) -> list[dict[str, Any]]:
     """
-    Return non-zero result codes as rows: request, code, name, count.
+    Return non-zero result codes as rows: request, code, name, count, and
+    what the code means for that request (C{description}).
     """
     rows = []
     for (packet_id, code), count in sorted(results.items()):
@@ -261,6 +273,7 @@ def result_rows(results: Mapping[tuple[int, int], int]) -> list[dict[str, Any]]:
                 "code": code,
                 "name": name,
                 "count": count,
+                "description": describe_result(code, packet_id),
             }
         )
     return rows

@@ -260,7 +260,7 @@ class Session(ManagedConnection):
         self.closing = True
         super().connectionLost(reason)
         self._app.disconnected(self, reason)
-        self._pump.end_turn_soon()
+        self._pump.run_soon()
 
     def _drain_input(self) -> None:
         """

@@ -74,8 +74,7 @@ class Pump:
         as it says it has more; its caller makes sure it is not scheduled twice.
         """
         self._ready.append(work)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        self.run_soon()
 
     def write_at_end_of_turn(self, output: HeldOutput) -> None:
         """
@@ -83,14 +82,13 @@ class Pump:
         it is not scheduled twice.
         """
         self._held.append(output)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        self.run_soon()
 
-    def end_turn_soon(self) -> None:
+    def run_soon(self) -> None:
         """
-        Have a turn run soon even if no session has input: something that
-        happened outside a turn (a connection closed) may have left output
-        the application holds for the end of the turn (a room's notifies).
+        Make sure a turn runs soon: its end runs the turn hooks, which send
+        what the application held back outside a turn (a disconnect's room
+        notifies).
         """
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)

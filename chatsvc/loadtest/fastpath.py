@@ -6,7 +6,7 @@ Under load a server writes each receiver hundreds of notifies at once. A run
 of well-formed bot notifies is checked here as one array: headers, user ids,
 the fixed-width message fields, each sender's sequence numbers and the
 latencies, all at C speed. Anything unusual (a foreign message, a gap, a
-repeat, a user id that does not match) makes L{NotifyBatch.take} decline or
+repeat, a user id that does not match) makes L{NotifyChecker.take} decline or
 hand that sender's messages one by one to the bot's L{SequenceTracker}, so the
 results are exactly those of the plain Python path, only sooner.
 
@@ -16,8 +16,11 @@ takes the plain path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from chatsvc.loadtest.accounting import SequenceTracker
+from chatsvc.loadtest.counters import Counters
+from chatsvc.loadtest.directory import Directory
 from chatsvc.loadtest.wire import MESSAGE_FORMAT, MESSAGE_SIZE, NOTIFY_SIZE
 from chatsvc.protocol import CHAT_MSG_FIELD, USER_ID_FIELD, PacketId
 
@@ -26,11 +29,8 @@ try:
 except ImportError:  # pragma: no cover (numpy comes with matplotlib)
     np = None  # type: ignore[assignment]
 
-if TYPE_CHECKING:
-    from chatsvc.loadtest.bot import Bot, Directory
-
 #: Fewer notifies than this go the plain way: the arrays would cost more.
-MIN_BATCH: Final = 16
+MIN_RUN: Final = 16
 _TEXT: Final = MESSAGE_SIZE + 1  # the message and the NUL after it
 #: (first column, width) of sender, seq, visit, and the send time in two
 #: halves of 9 digits (each exact in a double), in a bot message.
@@ -44,9 +44,10 @@ def available() -> bool:
     return np is not None
 
 
-class NotifyBatch:
+class NotifyChecker:
     """
-    Checks runs of notifies for the bots of one process.
+    Checks runs of notifies for the bots of one process (one checker serves
+    them all: it holds the bots' user id fields as an array).
 
     @param first: the lowest bot index a notify may come from.
     @param count: how many bots there are (indices C{first..first+count-1}).
@@ -88,25 +89,35 @@ class NotifyBatch:
         self._weights = weights
 
     def take(
-        self, bot: Bot, buffer: bytearray, offset: int, end: int, now_ns: int
-    ) -> int:
+        self,
+        tracker: SequenceTracker,
+        counters: Counters,
+        own: int,
+        buffer: bytearray,
+        offset: int,
+        end: int,
+        now_ns: int,
+    ) -> tuple[int, int]:
         """
-        Check the notifies at C{buffer[offset:end]} for C{bot}; return the
-        offset after those taken (C{offset} itself when declining: the plain
-        path then takes the next packet).
+        Check the notifies at C{buffer[offset:end]} for the bot of index
+        C{own}, whose sequences C{tracker} follows; count them in C{counters}.
+
+        @return: the offset after the notifies taken (C{offset} itself when
+            declining: the plain path then takes the next packet), and how
+            many of them are the bot's own messages.
         """
         assert np is not None
         count = (end - offset) // NOTIFY_SIZE
-        if count < MIN_BATCH:
-            return offset
+        if count < MIN_RUN:
+            return offset, 0
         records = np.frombuffer(
             bytes(buffer[offset : offset + count * NOTIFY_SIZE]), self._record_type
         )
         headers_ok = records["head"] == self._head
         if not headers_ok.all():
             records = records[: int(headers_ok.argmin())]
-            if len(records) < MIN_BATCH:
-                return offset
+            if len(records) < MIN_RUN:
+                return offset, 0
         run = len(records)
         text = np.frombuffer(records["text"].tobytes(), np.uint8).reshape(run, _TEXT)
         digits = text - 48
@@ -114,33 +125,28 @@ class NotifyBatch:
             not ((digits <= 9) == self._is_digit).all()
             or not (text[:, self._others] == self._other_bytes).all()
         ):
-            return offset
+            return offset, 0
         numbers = (digits @ self._weights).astype(np.int64)
         sender = numbers[:, 0]
         local = sender - self.first
         if local.min() < 0 or local.max() >= self.count:
-            return offset
+            return offset, 0
         if not (records["user"] == self._fields[local]).all():
-            return offset
-        self._track(bot, sender, numbers[:, 1], numbers[:, 2])
-        counters = bot.counters
+            return offset, 0
+        self._track(tracker, sender, numbers[:, 1], numbers[:, 2])
         counters.received += run
         if counters.recording:
             sent_ns = numbers[:, 3] * 1_000_000_000 + numbers[:, 4]
             _record(counters.latency, (now_ns - sent_ns) // 1000)
-        own = int(np.count_nonzero(sender == bot.index))
-        if own:
-            bot.returned(own)
-        return offset + run * NOTIFY_SIZE
+        return offset + run * NOTIFY_SIZE, int(np.count_nonzero(sender == own))
 
     @staticmethod
-    def _track(bot: Bot, sender: Any, seq: Any, visit: Any) -> None:
+    def _track(tracker: SequenceTracker, sender: Any, seq: Any, visit: Any) -> None:
         """
         Advance each sender's state, or replay its messages one by one when
         anything about them is irregular.
         """
         assert np is not None
-        tracker = bot.tracker
         visits = tracker.visits
         count = len(sender)
         order = np.argsort(sender, kind="stable")
@@ -187,7 +193,7 @@ class NotifyBatch:
 def _record(counts: dict[int, int], micros: Any) -> None:
     """
     Add latencies (microseconds) to C{counts}, quantized as the plain path
-    does (L{chatsvc.loadtest.bot.quantize_us}).
+    does (L{chatsvc.loadtest.counters.quantize_us}).
     """
     assert np is not None
     micros = np.maximum(micros, 0)
