@@ -107,21 +107,52 @@ class ChatStats:
     """
     What the chat rules have done, for the metrics exporter.
 
+    Accepted chats, most of what the rules count, are counted in two plain
+    numbers (C{chats}, C{chat_notifies}); C{packets_out} and C{bytes_out}
+    add them to the counts of everything else when read.
+
     @ivar logins: login results, by result code.
-    @ivar packets_out: packets sent, by packet id, counted per recipient.
-    @ivar bytes_out: bytes of those packets, by packet id.
+    @ivar chats: chat requests accepted, each answered with a
+        ROOM_CHAT_RESPONSE of result 0.
+    @ivar chat_notifies: ROOM_CHAT_NOTIFY packets, counted per recipient.
     """
 
     logins: Counter[int] = field(default_factory=Counter)
-    packets_out: Counter[int] = field(default_factory=Counter)
-    bytes_out: Counter[int] = field(default_factory=Counter)
+    chats: int = 0
+    chat_notifies: int = 0
+    _packets: Counter[int] = field(default_factory=Counter)
+    _bytes: Counter[int] = field(default_factory=Counter)
 
     def sent(self, packet_id: int, size: int, recipients: int = 1) -> None:
         """
         Count C{recipients} packets of C{size} bytes.
         """
-        self.packets_out[packet_id] += recipients
-        self.bytes_out[packet_id] += size * recipients
+        self._packets[packet_id] += recipients
+        self._bytes[packet_id] += size * recipients
+
+    @property
+    def packets_out(self) -> Counter[int]:
+        """
+        Packets sent, by packet id, counted per recipient.
+        """
+        return self._with_chats(self._packets, 1, 1)
+
+    @property
+    def bytes_out(self) -> Counter[int]:
+        """
+        Bytes of those packets, by packet id.
+        """
+        return self._with_chats(self._bytes, len(_CHAT_OK), _CHAT_NOTIFY_SIZE)
+
+    def _with_chats(
+        self, counts: Counter[int], response: int, notify: int
+    ) -> Counter[int]:
+        total = Counter(counts)
+        if self.chats:
+            total[PacketId.ROOM_CHAT_RESPONSE] += self.chats * response
+        if self.chat_notifies:
+            total[PacketId.ROOM_CHAT_NOTIFY] += self.chat_notifies * notify
+        return total
 
 
 class State(Enum):
@@ -160,6 +191,7 @@ _LOGIN_OK = result_response(PacketId.LOGIN_RESPONSE, Result.NONE)
 _ENTER_OK = result_response(PacketId.ROOM_ENTER_RESPONSE, Result.NONE)
 _LEAVE_OK = result_response(PacketId.ROOM_LEAVE_RESPONSE, Result.NONE)
 _CHAT_OK = result_response(PacketId.ROOM_CHAT_RESPONSE, Result.NONE)
+_CHAT_NOTIFY_SIZE = len(chat_notify_prefix(b"")) + CHAT_MSG_FIELD
 
 
 class ChatServer(Generic[H]):
@@ -348,9 +380,12 @@ class ChatServer(Generic[H]):
         elif not self._within_rate(client):
             result = Result.ROOM_TOO_MANY_PACKET
         else:
-            self._send(handle, PacketId.ROOM_CHAT_RESPONSE, _CHAT_OK)
+            stats = self.stats
+            stats.chats += 1
+            self._outbox.send(handle, _CHAT_OK)
             notify = client.notify_prefix + request.message.ljust(CHAT_MSG_FIELD, b"\0")
-            self._tell_room(room, PacketId.ROOM_CHAT_NOTIFY, notify)
+            stats.chat_notifies += len(room.members)
+            self.room_stream.publish(room, notify)
             return
         self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, result)
 
