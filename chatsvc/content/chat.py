@@ -251,12 +251,10 @@ class ChatServer(Generic[H]):
         client = self.clients.get(handle)
         if client is None:
             return
-        if type(request) is ChatRequest:  # most requests: skip the match
+        if type(request) is ChatRequest:  # most requests: before the match
             self._chat(handle, client, request)
             return
         match request:
-            case ChatRequest():
-                self._chat(handle, client, request)
             case LoginRequest():
                 self._login(handle, client, request)
             case EnterRoomRequest():
