@@ -706,10 +706,16 @@ def fanout_targets(samples: list[Sample], server: str) -> list[str]:
                 f"; p99 {ours['p99_ms']:.2f} ms vs {peer['p99_ms']:.2f} ms (target:"
                 f" no worse): {_verdict(ours['p99_ms'] <= peer['p99_ms'])}"
             )
+        per_cpu = ""
+        if peer["notifies_per_server_cpu_s"]:
+            efficiency = (
+                ours["notifies_per_server_cpu_s"] / peer["notifies_per_server_cpu_s"]
+            )
+            per_cpu = f"; per server CPU-second {efficiency:.2f}x"
         lines.append(
             f"- {test}: {server} {ratio:.2f}x {PEER}'s notifies/s (target ≥"
-            f" {need}x): {_verdict(ratio >= need)}; per round {per_round};"
-            f" {load_cpu}{p99}"
+            f" {need}x): {_verdict(ratio >= need)}; per round {per_round}"
+            f"{per_cpu}; {load_cpu}{p99}"
         )
     ours, peer = (
         medians(samples, server, "K=100 fixed"),
