@@ -328,7 +328,10 @@ def fanout_load(
         text = out.read().decode(errors="replace")
     with log.open("a") as output:
         output.write(text)
-    data = chatload.parse(text)
+    try:
+        data = chatload.parse(text)
+    except ValueError as e:
+        raise RuntimeError(f"chatload gave no result ({e}); see {log}") from None
     notes = chatload.failures(data)
     return chatload.values(data), not notes and bool(data.get("ok")), notes
 
