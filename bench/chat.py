@@ -2,19 +2,20 @@
 The chat benchmark: chatsvc's chat stage under fan-out, many connections and a
 Redis login storm, next to a uvloop chat server, in one command.
 
-    python bench/chat.py [--seconds S] [--rounds R] [--quick] [--json FILE]
-                         [--profile DIR]
+    python bench/chat.py [--load-command ../shared/tools/chatload.c]
+                         [--seconds S] [--rounds R] [--quick] [--json FILE]
+                         [--old-chatsvc DIR] [--profile DIR]
 
 Servers, each its own process started here on a free loopback port:
 
-- ``chatsvc``: ``twistd -n --pidfile= chatsvc`` with ``--chat-rate 0`` and
-  room capacity 100 (``--chatsvc-arg`` adds options, e.g. ``--log-level=warn``);
+- ``chatsvc``: ``twistd -n --pidfile= --reactor=chatsvc-epoll chatsvc`` with
+  ``--chat-rate 0`` and room capacity 100 (``--chatsvc-arg`` adds options,
+  e.g. ``--log-level=warn``; ``--reactor`` chooses another reactor);
 - ``uvloop-chat``: ``bench/peers/uvloop_chat.py``, the same protocol and
-  notifies on uvloop, writes coalesced per client per loop pass.
-
+  notifies on uvloop, writes coalesced per client per loop pass;
 - with ``--old-chatsvc DIR``, also the chatsvc of another checkout (on its
-  ``.venv``'s Python if it has one), e.g. the code before a change, in the
-  same rounds.
+  ``.venv``'s Python if it has one, on Twisted's default reactor), e.g. the
+  code before a change, in the same rounds.
 
 Load of the fan-out test: ``--load-command PATH``, chatload (the C load
 generator of ``../shared/tools``; given its ``.c`` source, it is built with
