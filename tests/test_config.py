@@ -41,7 +41,9 @@ class ConfigFileTests(SynchronousTestCase):
         from_file = self.parse(["--config", str(EXAMPLE)])
         self.assertEqual(from_file.net, defaults.net)
         self.assertEqual(from_file.chat, defaults.chat)
-        documented = set(from_file.config_values) | {"redis", "metrics", "log-file"}
+        self.assertEqual(from_file.host, defaults.host)
+        commented = {"redis", "metrics", "log-file", "web"}
+        documented = set(from_file.config_values) | commented
         self.assertEqual(documented, set(defaults.opts) - {"config"})
 
     def test_file_values_are_used(self) -> None:

@@ -35,6 +35,8 @@ class PackagingTests(SynchronousTestCase):
         self.assertIn(PLUGIN, names)
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
+        for page_file in ("index.html", "chat.js", "chat.css", "favicon.svg"):
+            self.assertIn(f"chatsvc/web/static/{page_file}", names)
         with tarfile.open(sdist) as archive:
             self.assertTrue(any(n.endswith(PLUGIN) for n in archive.getnames()))
 

@@ -17,6 +17,7 @@ from chatsvc.content.chat import ChatConfig
 from chatsvc.host.options import ChatOptions, EchoOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.services import chat_service, echo_service, sendqueue_service
+from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
 from tests.support import reactor
 
@@ -50,13 +51,28 @@ class StartupTests(TestCase):
         port = await service.listener.listening
         self.assertEqual(port.getHost().host, "::1")
 
-    async def open_login_warnings(self, endpoint: str) -> list[str]:
-        service = chat_service(endpoint, NetConfig(), ChatConfig(), reactor=reactor)
+    async def open_login_warnings(
+        self, endpoint: str, web: str | None = None
+    ) -> list[str]:
+        service = chat_service(
+            endpoint,
+            NetConfig(),
+            ChatConfig(),
+            reactor=reactor,
+            host=HostConfig(web=web),
+        )
         with capturedLogs() as events:
             service.startService()
             self.addCleanup(service.stopService)
             await service.listener.listening
+            if service.web is not None:
+                await service.web.listening
         return [e["log_format"] for e in events if e["log_level"] == LogLevel.warn]
+
+    async def test_open_login_on_a_public_web_endpoint_warns(self) -> None:
+        warnings = await self.open_login_warnings("tcp:0:interface=127.0.0.1", "tcp:0")
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("ANYONE", warnings[0])
 
     async def test_open_login_on_all_interfaces_warns(self) -> None:
         warnings = await self.open_login_warnings("tcp:0")

@@ -11,6 +11,7 @@ atomically.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from twisted.web.server import Request, Site
 from chatsvc.content.chat import ChatServer
 from chatsvc.net.connection import LimitedFactory
 from chatsvc.net.session import Session
+from chatsvc.net.websocket import WEBSOCKET
 from chatsvc.protocol import PacketId
 
 #: A health condition: returns L{None} when fine, else what is wrong.
@@ -72,9 +74,15 @@ class StageCollector(Collector):
         factory = self._factory
         stats = factory.stats
         connections = list(factory.connections.values())
-        yield GaugeMetricFamily(
-            "chatsvc_connections", "Open client connections.", value=len(connections)
+        open_connections = GaugeMetricFamily(
+            "chatsvc_connections",
+            "Open client connections, by transport (tcp, websocket).",
+            labels=["transport"],
         )
+        kinds = Counter(c.transport_kind for c in connections)
+        for kind in sorted(kinds.keys() | {"tcp", WEBSOCKET}):
+            open_connections.add_metric([kind], kinds[kind])
+        yield open_connections
         yield CounterMetricFamily(
             "chatsvc_connections_refused",
             "Connections refused above --max-connections.",

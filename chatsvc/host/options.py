@@ -6,6 +6,7 @@ Command-line options of the three stages (C{twistd chatsvc-echo --help}, ...).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 from chatsvc.content.chat import ChatConfig
@@ -14,6 +15,7 @@ from chatsvc.host.logs import LogSettings, parse_levels, use_with_twistd
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
+from chatsvc.web.site import OriginPolicy
 
 DEFAULT_LISTEN = "tcp:11021:backlog=1024"
 _N = TypeVar("_N", int, float)
@@ -220,6 +222,20 @@ class ChatOptions(SendQueueOptions):
             _number,
         ],
         ["chat-burst", None, 40, "Chat messages a user may send at once.", _count],
+        [
+            "web",
+            None,
+            None,
+            "Serve the chat page at / and its WebSocket at /ws on this endpoint,"
+            " e.g. tcp:8080:interface=127.0.0.1.",
+        ],
+        [
+            "web-origins",
+            None,
+            "",
+            "Comma-separated origins (https://host[:port]) whose pages may use"
+            " the WebSocket besides the page's own; * for any.",
+        ],
     ]
 
     def chat_config(self) -> ChatConfig:
@@ -240,5 +256,11 @@ class ChatOptions(SendQueueOptions):
         try:
             self.chat = self.chat_config()
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
+            origins = [o.strip() for o in self["web-origins"].split(",") if o.strip()]
+            self.host = replace(
+                self.host,
+                web=self["web"],
+                web_origins=tuple(map(OriginPolicy.check, origins)),
+            )
         except ValueError as e:
             raise self.config_error(e) from None

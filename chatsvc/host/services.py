@@ -14,7 +14,12 @@ from typing import Any, Protocol, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    ensureDeferred,
+    gatherResults,
+    maybeDeferred,
+)
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
@@ -36,6 +41,7 @@ from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
 from chatsvc.net.session import SessionFactory
+from chatsvc.web.site import chat_site
 
 log = Logger()
 
@@ -110,6 +116,8 @@ class StageService(MultiService):
         self.host = host
         self.listener = ListeningService(stage, endpoint, factory, reactor)
         self.listener.setServiceParent(self)
+        #: Every service accepting connections of this stage's factory.
+        self.listeners = [self.listener]
         self.registry = CollectorRegistry()
         self.registry.register(collector)
         self.metrics: ListeningService | None = None
@@ -138,7 +146,9 @@ class StageService(MultiService):
         return ensureDeferred(self._shut_down())
 
     async def _shut_down(self) -> None:
-        await maybeDeferred(self.listener.stopService)
+        await gatherResults(
+            [maybeDeferred(listener.stopService) for listener in self.listeners]
+        )
         log.info(
             "chatsvc {stage} stopping: closing {count} connections once their"
             " queued output is written (up to {grace} s)",
@@ -241,10 +251,20 @@ class ChatService(StageService):
         )
         if isinstance(login, RedisLogin):
             login.observe_latency = redis_latency(self.registry).observe
-        self.listener.listening.addCallback(self._warn_if_open)
+        self.listener.listening.addCallback(self._log_login)
+        self.web: ListeningService | None = None
+        if self.host.web is not None:
+            site = chat_site(factory, chat, self.host.web_origins, reactor)
+            self.web = ListeningService("web", self.host.web, site, reactor)
+            self.web.setServiceParent(self)
+            self.web.listening.addCallback(self._warn_if_open)
+            self.listeners.append(self.web)
+
+    def _log_login(self, port: IListeningPort) -> IListeningPort:
+        log.info("Logins checked by {login}", login=self.login.description)
+        return self._warn_if_open(port)
 
     def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
-        log.info("Logins checked by {login}", login=self.login.description)
         host = getattr(port.getHost(), "host", "")
         try:
             loopback = ipaddress.ip_address(host.split("%")[0]).is_loopback

@@ -134,6 +134,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
     factory: LimitedFactory
     session_id: int = 0
     peer: str = "?"
+    #: How the peer is connected: C{"tcp"}, or C{"websocket"} (see websocket.py).
+    transport_kind = "tcp"
     closing = False
     _linger: IDelayedCall | None = None
 
@@ -143,6 +145,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         transport = self.transport
         self.peer = describe_peer(transport.getPeer())  # type: ignore[union-attr]
+        if self.transport_kind != "tcp":
+            self.peer += f" via {self.transport_kind}"
         if ITCPTransport.providedBy(transport):
             # Small packets go out at once instead of waiting for the peer's
             # delayed ACK (Nagle's algorithm), which costs up to 40 ms.

@@ -78,7 +78,7 @@ class MetricsTests(OperationsTestCase):
         _, port = await self.start_chat()
         code, before = await self.get("/metrics")
         self.assertEqual(code, 200)
-        self.assertEqual(metric(before, "chatsvc_connections"), 0)
+        self.assertEqual(metric(before, "chatsvc_connections", 'transport="tcp"'), 0)
         clients = await self.room_of(port, 3)
         for client in clients:
             client.send(chat_request("hi") * 5)
@@ -86,7 +86,7 @@ class MetricsTests(OperationsTestCase):
             clients, lambda c: sum(isinstance(e, ChatNotify) for e in c.events) >= 15
         )
         _, after = await self.get("/metrics")
-        self.assertEqual(metric(after, "chatsvc_connections"), 3)
+        self.assertEqual(metric(after, "chatsvc_connections", 'transport="tcp"'), 3)
         self.assertEqual(metric(after, "chatsvc_users"), 3)
         self.assertEqual(metric(after, "chatsvc_room_users", 'room="0"'), 3)
         self.assertEqual(metric(after, "chatsvc_room_users", 'room="1"'), 0)
@@ -117,7 +117,7 @@ class MetricsTests(OperationsTestCase):
         self.assertEqual(
             metric(later, "chatsvc_protocol_errors_total", 'kind="length"'), 1
         )
-        self.assertEqual(metric(later, "chatsvc_connections"), 2)
+        self.assertEqual(metric(later, "chatsvc_connections", 'transport="tcp"'), 2)
 
     async def test_health(self) -> None:
         await self.start_chat()
