@@ -9,7 +9,9 @@ Redis login storm, next to a uvloop chat server, in one command.
 Servers, each its own process started here on a free loopback port:
 
 - ``chatsvc``: ``twistd -n --pidfile= --reactor=chatsvc-epoll chatsvc`` with
-  ``--chat-rate 0`` and room capacity 100 (``--chatsvc-arg`` adds options,
+  ``--chat-rate 0``, ``--max-connections-per-ip 0`` (every bot is on
+  127.0.0.1), ``--login-timeout 0`` (the capacity test connects 10,000 bots
+  before any logs in) and room capacity 100 (``--chatsvc-arg`` adds options,
   e.g. ``--log-level=warn``; ``--reactor`` chooses another reactor);
 - ``uvloop-chat``: ``bench/peers/uvloop_chat.py``, the same protocol and
   notifies on uvloop, writes coalesced per client per loop pass;
@@ -87,6 +89,9 @@ NETDEV_BACKLOG = 16_384
 """Packets the kernel may queue per core on their way through loopback: a
 login storm sends 10,000 at once, and the default 1,000 drops some, which
 costs the clients TCP retransmission timeouts of a second and more."""
+UNLIMITED = ("--max-connections-per-ip", "0", "--login-timeout", "0")
+"""chatsvc's limits that the benchmark lifts: every bot is on 127.0.0.1, and
+the capacity test connects 10,000 bots before any logs in."""
 START_TIMEOUT = 30.0
 """Seconds a server (or redis-server) gets to accept on its port."""
 STOP_TIMEOUT = 10.0
@@ -144,6 +149,7 @@ class Server:
     python: str = sys.executable
     root: Path = _common.REPO
     reactor: str | None = None
+    unlimited: tuple[str, ...] = UNLIMITED
 
     @property
     def is_chatsvc(self) -> bool:
@@ -168,7 +174,8 @@ def server_command(
             "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
             "--chat-rate", "0",
             "--rooms", "100", "--room-capacity", "100",
-            "--max-users", limit, "--max-connections", limit, *extra,
+            "--max-users", limit, "--max-connections", limit,
+            *server.unlimited, *extra,
         ]  # fmt: skip
         if redis:
             argv += ["--redis", redis]
@@ -939,6 +946,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def known_options(python: str, root: Path) -> tuple[str, ...]:
+    """
+    The options of L{UNLIMITED} that the chatsvc of checkout C{root} knows
+    (an older one may predate some).
+    """
+    usage = subprocess.run(
+        [*_common.twistd_command(python), "chatsvc", "--help"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    pairs = zip(UNLIMITED[::2], UNLIMITED[1::2], strict=True)
+    return tuple(part for pair in pairs if pair[0] in usage for part in pair)
+
+
 def servers_of(args: argparse.Namespace) -> list[Server]:
     """
     The servers to measure, in the order they alternate.
@@ -955,7 +978,9 @@ def servers_of(args: argparse.Namespace) -> list[Server]:
         name = f"{CHATSVC}@{commit or old.name}"
         venv = old / ".venv/bin/python"
         python = str(venv) if venv.exists() else sys.executable
-        servers.append(Server(name, python, old.resolve()))
+        servers.append(
+            Server(name, python, old.resolve(), None, known_options(python, old))
+        )
     return [*servers, Server(PEER)]
 
 

@@ -15,6 +15,9 @@ Servers, each its own process started here on a free loopback port:
   on asyncio and on uvloop (``bench/peers/asyncio_echo.py``); the uvloop one
   is skipped when uvloop is not installed.
 
+The chatsvc stages run with ``--max-connections-per-ip 0``: every connection
+of the load comes from 127.0.0.1.
+
 Load: ``bench/loadgen.py`` in its own process(es), N connections with DEV_ECHO
 packets of each size, one in flight per connection (ping-pong) or ``--depth``
 in flight (pipelined). The server is pinned to the first core this process may
@@ -144,6 +147,8 @@ def twistd_command(plugin: str) -> Callable[[int], list[str]]:
             plugin,
             "--listen",
             f"tcp:{port}:interface=127.0.0.1",
+            "--max-connections-per-ip",
+            "0",
         ]
 
     return command

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from chatsvc._version import __version__
 
 if TYPE_CHECKING:
+    from chatsvc.cluster.config import ClusterConfig
     from chatsvc.content.chat import ChatConfig, ChatServer
     from chatsvc.host.redis_login import RedisURL
     from chatsvc.host.services import (
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from chatsvc.net.config import NetConfig
 
 _LAZY = {
+    "ClusterConfig": "chatsvc.cluster.config",
     "ChatConfig": "chatsvc.content.chat",
     "ChatServer": "chatsvc.content.chat",
     "RedisURL": "chatsvc.host.redis_login",
@@ -54,6 +56,7 @@ __all__ = [
     "ChatConfig",
     "ChatServer",
     "ChatService",
+    "ClusterConfig",
     "HostConfig",
     "ListeningService",
     "LogSettings",

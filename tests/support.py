@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.protocols import portforward
 from twisted.python.failure import Failure
@@ -48,6 +49,17 @@ def check_reactor() -> None:
         raise AssertionError(
             f"CHATSVC_EXPECT_REACTOR={EXPECT_REACTOR} but the reactor is {actual}"
         )
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """
+    Wait until C{condition()} holds, checking it every 20 ms.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await deferLater(reactor, 0.02, lambda: None)
 
 
 def free_port() -> int:
@@ -153,6 +165,8 @@ class _Gate(portforward.ProxyFactory):
         super().__init__("127.0.0.1", port)
         self.open = True
         self.connections: set[portforward.ProxyServer] = set()
+        #: The proxy's own connections to Redis of connections it dropped.
+        self.peers: list[Protocol] = []
 
     def buildProtocol(self, addr: object) -> portforward.ProxyServer | None:  # type: ignore[override]
         if not self.open:
@@ -163,6 +177,8 @@ class _Gate(portforward.ProxyFactory):
 
         def forget(reason: Failure) -> None:
             self.connections.discard(protocol)
+            if protocol.peer is not None:
+                self.peers.append(protocol.peer)
             lost(reason)
 
         protocol.connectionLost = forget  # type: ignore[method-assign]
@@ -201,9 +217,18 @@ class ExternalRedis:
     def stop(self) -> None:
         self._gate.shut()
 
-    def close(self) -> Deferred[None] | None:
-        self._gate.shut()
-        return self._listening.stopListening()
+    def close(self) -> Deferred[None]:
+        return ensureDeferred(self._close())
+
+    async def _close(self) -> None:
+        gate = self._gate
+        gate.shut()
+        await self._listening.stopListening()
+        # Wait for both sides of every proxied connection to be gone.
+        while gate.connections or any(
+            getattr(peer.transport, "connected", False) for peer in gate.peers
+        ):
+            await deferLater(reactor, 0.01, lambda: None)
 
     def command(self, *args: str) -> bytes:
         return _command(self._server_port, args)

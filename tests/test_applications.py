@@ -1,7 +1,7 @@
 """
 Tests for L{chatsvc.host.applications}: the packet-echo application of the
 send-queue stage, the unknown-packet policy, and the chat application's
-turns.
+turns, login deadline and keepalive.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from chatsvc.net.session import Session, SessionFactory
 from chatsvc.protocol import (
     Packet,
     PacketDecoder,
+    PacketId,
     UserLeft,
     encode_packet,
     enter_room_request,
@@ -68,7 +69,7 @@ class PacketEchoTests(SynchronousTestCase):
         self.assertEqual(
             transport.value(), encode_packet(1, b"a") + encode_packet(1, b"b")
         )
-        self.assertEqual(app.unknown.counts, {500: 1})
+        self.assertEqual(app.unknown.count, 1)
         self.assertFalse(transport.aborted)
 
     def test_unknown_ids_can_disconnect(self) -> None:
@@ -111,6 +112,75 @@ class ChatApplicationTests(SynchronousTestCase):
         events = [parse_event(packet) for packet in decode(transports[0])]
         self.assertEqual(len(events), 1)
         self.assertIsInstance(events[0], UserLeft)
+
+
+class LoginDeadlineAndKeepaliveTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.connect()
+
+    def connect(self, login_timeout: float = 10) -> None:
+        self.app = ChatApplication(
+            ChatConfig(login_timeout=login_timeout), OpenLogin(), self.reactor.seconds
+        )
+        self.factory = SessionFactory(self.app, NetConfig(), self.reactor)
+        addr = IPv4Address("TCP", "127.0.0.1", 1)
+        session = self.factory.buildProtocol(addr)
+        assert session is not None
+        self.session = session
+        self.transport = HalfCloseTransport(peerAddress=addr)
+        session.makeConnection(self.transport)
+
+    def receive(self, data: bytes) -> bytes:
+        self.transport.clear()
+        with capturedLogs():
+            self.session.dataReceived(data)
+            self.factory.pump.run_now()
+        return self.transport.value()
+
+    def test_no_login_closed_at_the_deadline(self) -> None:
+        self.reactor.advance(9.9)
+        self.assertFalse(self.transport.aborted)
+        with capturedLogs() as events:
+            self.reactor.advance(0.1)
+        self.assertTrue(self.transport.aborted)
+        self.assertEqual(self.factory.stats.deadlines_missed, 1)
+        self.assertEqual(events[0]["what"], "log in")
+
+    def test_failed_logins_do_not_move_the_deadline(self) -> None:
+        for _ in range(3):
+            self.reactor.advance(3)
+            self.assertEqual(
+                self.receive(login_request(" ", "pw")),
+                encode_packet(PacketId.LOGIN_RESPONSE, b"\x21\x00"),
+            )
+        with capturedLogs():
+            self.reactor.advance(1)
+        self.assertTrue(self.transport.aborted)
+
+    def test_login_clears_the_deadline(self) -> None:
+        self.reactor.advance(5)
+        self.receive(login_request("alice", "pw"))
+        self.reactor.advance(100)
+        self.assertFalse(self.transport.aborted)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_zero_means_no_deadline(self) -> None:
+        self.connect(login_timeout=0)
+        self.reactor.advance(10_000)
+        self.assertFalse(self.transport.aborted)
+
+    def test_dev_echo_answered_before_and_after_login(self) -> None:
+        """
+        DEV_ECHO is the keepalive of a client that only listens; it is not a
+        login.
+        """
+        ping = encode_packet(PacketId.DEV_ECHO, b"ping", packet_type=3)
+        self.assertEqual(self.receive(ping), ping)
+        self.receive(login_request("alice", "pw"))
+        self.assertEqual(self.receive(ping * 2), ping * 2)
+        self.assertEqual(self.app.server.stats.packets_out[PacketId.DEV_ECHO], 3)
+        self.assertEqual(self.app.unknown.count, 0)
 
 
 def decode(transport: HalfCloseTransport) -> list[Packet]:

@@ -168,6 +168,31 @@ class LoginTests(ChatTestCase):
         self.assertEqual(self.login("a", ""), [Response(LOGIN, 33)])
         self.assertEqual(self.server.users, 0)
 
+    def test_spoofing_user_ids_refused_before_the_check(self) -> None:
+        """
+        Ids that would show as something else (see L{user_id_problem}) get 33
+        without reaching the login back end.
+        """
+        self.outbox.hold_logins = True
+        self.connect("a")
+        for user_id in (
+            b"\xffadmin",
+            b" " * 32,
+            b"x" * 33,
+            "admin\u200b".encode(),
+            "txt.\u202eexe.pdf".encode(),
+            "line\u2028two".encode(),
+            b"\x1b[2Jadmin",
+        ):
+            self.server.handle("a", LoginRequest(user_id, b"pw"))
+            self.server.end_of_turn()
+            self.assertEqual(self.outbox.take("a"), [Response(LOGIN, 33)], user_id)
+        self.assertEqual(self.outbox.pending_logins, [])
+        self.assertEqual(self.server.users, 0)
+        self.assertEqual(self.server.stats.logins, {33: 7})
+        self.assertEqual(self.login("a", "관리자"), [])
+        self.assertEqual(self.outbox.pending_logins, [("a", "관리자".encode(), b"pw")])
+
     def test_wrong_password(self) -> None:
         self.outbox.passwords = {b"alice": b"secret"}
         self.connect("a")
@@ -462,5 +487,6 @@ class ConfigTests(SynchronousTestCase):
             {"max_users": 0},
             {"chat_rate": -1},
             {"chat_burst": 0},
+            {"login_timeout": -1},
         ):
             self.assertRaises(ValueError, ChatConfig, **bad)  # type: ignore[arg-type]

@@ -793,7 +793,7 @@ class CommandTests(TestCase):
     async def chat_server(self, **kwargs: Any) -> int:
         service = chat_service(
             "tcp:0:interface=127.0.0.1",
-            NetConfig(),
+            NetConfig(max_connections_per_ip=0),  # every bot is on 127.0.0.1
             ChatConfig(chat_rate=0, rooms=10, room_capacity=10),
             reactor=reactor,
             **kwargs,

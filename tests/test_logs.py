@@ -9,6 +9,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
@@ -100,3 +101,70 @@ class ObserverTests(SynchronousTestCase):
         settings = LogSettings(format="json", max_size=123_457)
         use_with_twistd(settings, None)
         self.assertNotIn(settings, logs._twistd_settings)
+
+
+class FakeEventLog:
+    """
+    The two pywin32 modules L{EventLogObserver} uses, recording its calls;
+    registering the source fails as it does without administrator rights.
+    """
+
+    EVENTLOG_INFORMATION_TYPE = 4
+    EVENTLOG_WARNING_TYPE = 2
+    EVENTLOG_ERROR_TYPE = 1
+
+    def __init__(self) -> None:
+        self.reported: list[tuple[str, int, list[str]]] = []
+        self.fail_reports = False
+
+    def AddSourceToRegistry(self, source: str) -> None:
+        raise PermissionError("access denied")
+
+    def ReportEvent(
+        self, source: str, event_id: int, eventType: int, strings: list[str]
+    ) -> None:
+        if self.fail_reports:
+            raise OSError("the event log is full")
+        self.reported.append((source, eventType, strings))
+
+
+class EventLogTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.fake = FakeEventLog()
+        modules = mock.patch.dict(
+            sys.modules, {"win32evtlog": self.fake, "win32evtlogutil": self.fake}
+        )
+        modules.start()
+        self.addCleanup(modules.stop)
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+
+    def test_unregistered_source_still_logs(self) -> None:
+        """
+        Registering the source needs administrator rights: without them the
+        failure is said once and events are still written, by level.
+        """
+        from chatsvc.host.logs import EventLogObserver
+
+        observer = EventLogObserver("chatsvc")
+        log = Logger(namespace="chatsvc.net", observer=observer)
+        log.info("started")
+        log.warn("slow consumer")
+        self.assertEqual(
+            self.fake.reported,
+            [
+                ("chatsvc", 4, ["[chatsvc.net#info] started"]),
+                ("chatsvc", 2, ["[chatsvc.net#warn] slow consumer"]),
+            ],
+        )
+        self.assertEqual(self.stderr.getvalue().count("cannot register"), 1)
+
+    def test_write_failures_are_said_once(self) -> None:
+        from chatsvc.host.logs import EventLogObserver
+
+        observer = EventLogObserver("chatsvc")
+        self.fake.fail_reports = True
+        log = Logger(namespace="chatsvc.net", observer=observer)
+        for _ in range(3):
+            log.error("boom")
+        self.assertEqual(self.stderr.getvalue().count("cannot write"), 1)

@@ -119,6 +119,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.chat.room_start, 0)
         self.assertEqual(options.chat.room_capacity, 4)
         self.assertEqual(options.chat.max_users, 10_000)
+        self.assertEqual(options.chat.login_timeout, 10)
+        self.assertEqual(options.net.max_connections_per_ip, 64)
+        self.assertEqual(options.net.socket_send_buffer, 64 * 1024)
         self.assertIsNone(options.redis)
 
     def test_all_stages_have_the_net_options(self) -> None:
@@ -130,8 +133,12 @@ class OptionsTests(SynchronousTestCase):
                 "--max-packet-size",
                 "--send-queue-limit",
                 "--idle-timeout",
+                "--max-connections-per-ip",
+                "--socket-send-buffer",
             ):
                 self.assertIn(option, text)
+        self.assertIn("--login-timeout", str(ChatOptions()))
+        self.assertNotIn("--login-timeout", str(SendQueueOptions()))
 
     def test_values(self) -> None:
         options = ChatOptions()
@@ -147,6 +154,12 @@ class OptionsTests(SynchronousTestCase):
                 "100000",
                 "--idle-timeout",
                 "30",
+                "--max-connections-per-ip",
+                "3",
+                "--socket-send-buffer",
+                "0",
+                "--login-timeout",
+                "2.5",
                 "--rooms",
                 "3",
                 "--room-start",
@@ -172,6 +185,8 @@ class OptionsTests(SynchronousTestCase):
                 max_packet_size=2048,
                 send_queue_limit=100000,
                 idle_timeout=30,
+                max_connections_per_ip=3,
+                socket_send_buffer=0,
             ),
         )
         self.assertEqual(
@@ -183,6 +198,7 @@ class OptionsTests(SynchronousTestCase):
                 max_users=50,
                 chat_rate=2.5,
                 chat_burst=5,
+                login_timeout=2.5,
             ),
         )
         self.assertEqual(options.redis, RedisURL("h", 1234, 2, "u", "p"))
@@ -194,6 +210,9 @@ class OptionsTests(SynchronousTestCase):
             ["--max-connections", "x"],
             ["--max-packet-size", "4"],
             ["--idle-timeout", "-1"],
+            ["--max-connections-per-ip", "-1"],
+            ["--socket-send-buffer", "-1"],
+            ["--login-timeout", "-1"],
             ["--redis", "http://x"],
             ["--chat-rate", "fast"],
         ):

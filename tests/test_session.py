@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory, send_to_all
+from chatsvc.net.stats import UNKNOWN_PACKET
 from chatsvc.protocol import Packet, encode_packet
 from tests.support import HalfCloseTransport
 
@@ -73,7 +74,10 @@ class SessionTestCase(SynchronousTestCase):
         self.reactor = MemoryReactorClock()
         self.app = RecordingApp(echo=True)
         self.config = NetConfig(
-            batch_size=4, send_queue_limit=4096, input_buffer_limit=2048
+            batch_size=4,
+            send_queue_limit=4096,
+            input_buffer_limit=2048,
+            max_connections_per_ip=0,
         )
         self.factory = SessionFactory(self.app, self.config, self.reactor)
         self.writes: list[tuple[int, bytes]] = []
@@ -293,6 +297,13 @@ class SessionTests(SessionTestCase):
         self.assertIn("Slow consumer", events[0]["log_format"])
 
     def test_counters(self) -> None:
+        """
+        Packets are counted by id for the ids the factory knows, and all
+        others together.
+        """
+        self.factory = SessionFactory(
+            self.app, self.config, self.reactor, known_ids=[1]
+        )
         bad, _ = self.connect(1)
         good, _ = self.connect(2)
         good.dataReceived(encode_packet(1, b"abc") * 2 + encode_packet(7, b""))
@@ -300,8 +311,8 @@ class SessionTests(SessionTestCase):
         with capturedLogs():
             self.turn()
         stats = self.factory.stats
-        self.assertEqual(stats.packets_in, {1: 2, 7: 1})
-        self.assertEqual(stats.bytes_in, {1: 16, 7: 5})
+        self.assertEqual(stats.packets_in, {1: 2, UNKNOWN_PACKET: 1})
+        self.assertEqual(stats.bytes_in, {1: 16, UNKNOWN_PACKET: 5})
         self.assertEqual(stats.bytes_out, 21)
         self.assertEqual(stats.protocol_errors, {"length": 1})
 
@@ -325,6 +336,34 @@ class SessionTests(SessionTestCase):
         self.assertEqual(transport.value(), b"held")
         self.assertTrue(transport.write_closed)
 
+    def test_closed_while_scheduled_processes_nothing_more(self) -> None:
+        """
+        Packets that arrived before a server-side close but were not yet
+        processed are not handed over: their answers could not be sent (the
+        stream is closing), so the application must not act on them.
+        """
+        session, transport = self.connect()
+        session.dataReceived(encode_packet(1, b"late"))
+        session.close("test")
+        self.turn()
+        self.assertEqual(self.app.packets(), [])
+        self.assertTrue(transport.write_closed)
+
+    def test_close_reads_again_to_see_the_peer_close(self) -> None:
+        """
+        A session whose reading was paused (its client was not reading) reads
+        again once closed, discarding the input, so that the client's end of
+        the stream is seen instead of waiting for the linger to abort it.
+        """
+        session, transport = self.connect()
+        session._queue.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        session.close("test")
+        self.assertEqual(transport.producerState, "producing")
+        session.dataReceived(encode_packet(1, b"discarded"))
+        self.turn()
+        self.assertEqual(self.app.packets(), [])
+
     def test_close_flushes_then_half_closes(self) -> None:
         """
         A closed session sends what it queued, ends its side of the stream,
@@ -347,3 +386,34 @@ class SessionTests(SessionTestCase):
         session.connectionLost(Failure(ConnectionError()))
         self.reactor.advance(0)  # the turn that a disconnect ends
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class IdleTimeoutTests(SessionTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.factory = SessionFactory(
+            self.app, NetConfig(idle_timeout=10), self.reactor
+        )
+        self.session, self.transport = self.connect()
+
+    def test_complete_packets_keep_the_connection(self) -> None:
+        for _ in range(5):
+            self.reactor.advance(9)
+            self.session.dataReceived(encode_packet(1, b"keepalive"))
+            self.turn()
+        self.assertFalse(self.transport.aborted)
+
+    def test_bytes_that_complete_no_packet_do_not(self) -> None:
+        """
+        A byte every few seconds never completes a packet, so it does not
+        hold the connection open.
+        """
+        packet = encode_packet(1, b"never complete")
+        with capturedLogs() as events:
+            for i in range(4):
+                self.reactor.advance(3)
+                self.session.dataReceived(packet[i : i + 1])
+                self.turn()
+        self.assertTrue(self.transport.aborted)
+        self.assertEqual(self.factory.stats.idle_timeouts, 1)
+        self.assertIn("idle", events[0]["log_format"])

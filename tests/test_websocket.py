@@ -270,6 +270,7 @@ class LimitTests(WebSocketTestCase):
         self.assertIsInstance(peer.events()[0], AcceptConnection)
         self.reactor.advance(4)
         peer.send(BytesMessage(encode_packet(1)))
+        self.reactor.advance(0)  # the turn that handles the packet resets the timer
         self.reactor.advance(4)
         self.assertFalse(peer.transport.aborted)
         self.reactor.advance(2)

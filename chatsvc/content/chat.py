@@ -12,13 +12,15 @@ shell passes its sessions).
 Each connection moves through NONE -> LOGIN -> ROOM; a login in progress
 (LOGGING_IN, while the back end checks the password) already holds its user id
 and its place under C{max_users}, so two logins with one id cannot both win.
+With L{SharedRooms} (a cluster), an entry in progress is ENTERING, and the
+requests a user sends while its login or entry is being decided wait for it.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
@@ -26,6 +28,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from chatsvc.content.presence import LocalPresence, Presence
 from chatsvc.content.rooms import Room, Rooms
 from chatsvc.content.roomstream import LocalRoomStream, RoomStream
+from chatsvc.content.shared import SharedRooms
+from chatsvc.content.user_ids import user_id_problem
 from chatsvc.protocol import (
     CHAT_MSG_FIELD,
     DEFAULT_MAX_PACKET_SIZE,
@@ -77,6 +81,8 @@ class ChatConfig:
     @ivar chat_rate: chat messages per second a user may send on average;
         0 turns the limit off.
     @ivar chat_burst: how many chat messages a user may send at once.
+    @ivar login_timeout: seconds a connection has, from connecting, to log
+        in before it is closed; 0 turns the deadline off.
     """
 
     rooms: int = 10
@@ -86,6 +92,7 @@ class ChatConfig:
     chat_rate: float = 20.0
     chat_burst: int = 40
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    login_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.rooms < 1:
@@ -100,6 +107,8 @@ class ChatConfig:
             raise ValueError("chat_burst must be at least 1")
         if self.max_packet_size < 64:
             raise ValueError("max_packet_size must be at least 64")
+        if self.login_timeout < 0:
+            raise ValueError("login_timeout must be 0 (off) or positive")
 
 
 @dataclass(slots=True)
@@ -163,6 +172,7 @@ class State(Enum):
     NONE = "none"
     LOGGING_IN = "logging in"
     LOGIN = "logged in"
+    ENTERING = "entering a room"
     ROOM = "in a room"
 
 
@@ -172,7 +182,15 @@ class User:
     state and, once logged in, its user id, unique id and room.
     """
 
-    __slots__ = ("bucket", "notify_prefix", "room", "state", "unique_id", "user_id")
+    __slots__ = (
+        "bucket",
+        "held",
+        "notify_prefix",
+        "room",
+        "state",
+        "unique_id",
+        "user_id",
+    )
 
     def __init__(self) -> None:
         self.state = State.NONE
@@ -182,10 +200,20 @@ class User:
         self.unique_id = 0
         self.room: Room[Any, User] | None = None
         self.bucket: TokenBucket | None = None
+        #: With shared rooms, the requests that arrived while the cluster
+        #: decided a login or an entry (applied in order once it did).
+        self.held: list[Request] | None = None
 
     def __repr__(self) -> str:
         return f"<User {self.user_id!r} {self.state.value}>"
 
+
+#: Requests held per user while the cluster decides its login or entry;
+#: past this many they are answered at once, as in the user's state then.
+MAX_HELD = 64
+
+#: The states of a logged-in user outside any room.
+_LOGGED_IN = (State.LOGIN, State.ENTERING)
 
 _LOGIN_OK = result_response(PacketId.LOGIN_RESPONSE, Result.NONE)
 _ENTER_OK = result_response(PacketId.ROOM_ENTER_RESPONSE, Result.NONE)
@@ -208,6 +236,7 @@ class ChatServer(Generic[H]):
         presence: Presence | None = None,
         unique_ids: Iterator[int] | None = None,
         room_stream: RoomStream[H, User] | None = None,
+        shared_rooms: SharedRooms[H] | None = None,
     ) -> None:
         self.config = config = config or ChatConfig()
         self._outbox = outbox
@@ -225,6 +254,7 @@ class ChatServer(Generic[H]):
             if room_stream is not None
             else LocalRoomStream(outbox.broadcast)
         )
+        self.shared_rooms = shared_rooms
 
     def connect(self, handle: H) -> None:
         """
@@ -241,6 +271,8 @@ class ChatServer(Generic[H]):
             return
         if client.room is not None:
             self._leave_room(handle, client, client.room)
+        elif client.state is State.ENTERING and self.shared_rooms is not None:
+            self.shared_rooms.cancel(handle)
         if client.state is not State.NONE:
             self._log_out(client)
 
@@ -250,6 +282,10 @@ class ChatServer(Generic[H]):
         """
         client = self.clients.get(handle)
         if client is None:
+            return
+        held = client.held
+        if held is not None and len(held) < MAX_HELD:
+            held.append(request)
             return
         if type(request) is ChatRequest:  # most requests: before the match
             self._chat(handle, client, request)
@@ -262,9 +298,15 @@ class ChatServer(Generic[H]):
             case LeaveRoomRequest():
                 self._leave(handle, client)
 
-    def login_checked(self, handle: H, accepted: bool) -> None:
+    def login_checked(
+        self,
+        handle: H,
+        accepted: bool,
+        refusal: Result = Result.LOGIN_USER_INVALID_PW,
+    ) -> None:
         """
-        The back end answered the login of C{handle}.
+        The back end answered the login of C{handle} (C{refusal} is the
+        result code of a refused one).
         """
         client = self.clients.get(handle)
         if client is None or client.state is not State.LOGGING_IN:
@@ -277,13 +319,70 @@ class ChatServer(Generic[H]):
             self._send(handle, PacketId.LOGIN_RESPONSE, _LOGIN_OK)
         else:
             self._log_out(client)
-            self._reply(handle, PacketId.LOGIN_RESPONSE, Result.LOGIN_USER_INVALID_PW)
+            self._reply(handle, PacketId.LOGIN_RESPONSE, refusal)
+        self._apply_held(handle, client)
+
+    def entered(
+        self, handle: H, room_number: int, present: Sequence[tuple[int, bytes]]
+    ) -> None:
+        """
+        The shared rooms let C{handle} into room C{room_number}, where
+        C{present} (unique id, user id) were before it.
+        """
+        client = self.clients.get(handle)
+        room = self.rooms.get(room_number)
+        if client is None or client.state is not State.ENTERING or room is None:
+            return
+        room.members[handle] = client
+        client.room = room
+        client.state = State.ROOM
+        self._send(handle, PacketId.ROOM_ENTER_RESPONSE, _ENTER_OK)
+        for packet in user_list_notifies(present, self.config.max_packet_size):
+            self._send(handle, PacketId.ROOM_USER_LIST_NTF, packet)
+        self._apply_held(handle, client)
+
+    def entry_refused(self, handle: H, room_number: int, full: bool) -> None:
+        """
+        The shared rooms did not let C{handle} in: the room is full (54), or
+        they could not decide (42).
+        """
+        client = self.clients.get(handle)
+        if client is None or client.state is not State.ENTERING:
+            return
+        client.state = State.LOGIN
+        result = Result.ENTER_ROOM_FULL_USER if full else Result.NEW_ROOM_FAIL_ENTER
+        self._reply(handle, PacketId.ROOM_ENTER_RESPONSE, result)
+        self._apply_held(handle, client)
+
+    def _apply_held(self, handle: H, client: User) -> None:
+        held = client.held
+        client.held = None
+        for i, request in enumerate(held or ()):
+            self.handle(handle, request)
+            if client.held is not None:
+                # Waiting again: the rest waits too.
+                client.held[:0] = held[i + 1 :]
+                return
+
+    def chats_answered(self, handles: Iterable[H], published: bool) -> None:
+        """
+        The shared rooms published the chats of C{handles} (one per chat), or
+        could not (62: nobody got them).
+        """
+        if published:
+            for handle in handles:
+                self._send(handle, PacketId.ROOM_CHAT_RESPONSE, _CHAT_OK)
+        else:
+            for handle in handles:
+                self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, Result.ROOM_NOT_USED)
 
     def end_of_turn(self) -> None:
         """
         Deliver the room events published during this reactor turn.
         """
         self.room_stream.flush()
+        if self.shared_rooms is not None:
+            self.shared_rooms.flush()
 
     def _send(self, handle: H, packet_id: PacketId, data: bytes) -> None:
         self.stats.sent(packet_id, len(data))
@@ -310,7 +409,7 @@ class ChatServer(Generic[H]):
         user_id = request.user_id
         if client.state is not State.NONE:
             result = Result.LOGIN_USER_ALREADY
-        elif not user_id:
+        elif user_id_problem(user_id) is not None:
             result = Result.LOGIN_USER_INVALID_PW
         elif self.users >= self.config.max_users:
             result = Result.LOGIN_USER_USED_ALL_OBJ
@@ -320,18 +419,27 @@ class ChatServer(Generic[H]):
             self.users += 1
             client.state = State.LOGGING_IN
             client.user_id = user_id
+            if self.shared_rooms is not None:
+                client.held = []
             self._outbox.check_login(handle, user_id, request.password)
             return
         self._reply(handle, PacketId.LOGIN_RESPONSE, result)
 
     def _enter(self, handle: H, client: User, request: EnterRoomRequest) -> None:
         room = self.rooms.get(request.room_number)
-        if client.state is State.ROOM:
+        if client.state is State.ROOM or client.state is State.ENTERING:
             result = Result.ENTER_ROOM_INVALID_USER_STATUS
         elif client.state is not State.LOGIN:
             result = Result.ENTER_ROOM_NOT_FINDE_USER
         elif room is None:
             result = Result.ROOM_INVALID_INDEX
+        elif self.shared_rooms is not None:
+            client.state = State.ENTERING
+            client.held = []
+            self.shared_rooms.enter(
+                room.number, handle, client.unique_id, client.user_id
+            )
+            return
         elif room.full:
             result = Result.ENTER_ROOM_FULL_USER
         else:
@@ -354,15 +462,19 @@ class ChatServer(Generic[H]):
             return
         result = (
             Result.ROOM_INVALID_INDEX
-            if client.state is State.LOGIN
+            if client.state in _LOGGED_IN
             else Result.ENTER_ROOM_NOT_FINDE_USER
         )
         self._reply(handle, PacketId.ROOM_LEAVE_RESPONSE, result)
 
     def _leave_room(self, handle: H, client: User, room: Room[H, User]) -> None:
-        self.room_stream.leave(room, handle)
         client.room = None
         client.state = State.LOGIN
+        if self.shared_rooms is not None:
+            del room.members[handle]
+            self.shared_rooms.leave(room.number, handle, client.unique_id)
+            return
+        self.room_stream.leave(room, handle)
         self._tell_room(
             room, PacketId.ROOM_LEAVE_USER_NTF, leave_user_notify(client.unique_id)
         )
@@ -372,11 +484,15 @@ class ChatServer(Generic[H]):
         if room is None:
             result = (
                 Result.CHAT_ROOM_INVALID_ROOM_NUMBER
-                if client.state is State.LOGIN
+                if client.state in _LOGGED_IN
                 else Result.ENTER_ROOM_NOT_FINDE_USER
             )
         elif not self._within_rate(client):
             result = Result.ROOM_TOO_MANY_PACKET
+        elif self.shared_rooms is not None:
+            notify = client.notify_prefix + request.message.ljust(CHAT_MSG_FIELD, b"\0")
+            self.shared_rooms.chat(room.number, handle, notify)
+            return
         else:
             stats = self.stats
             stats.chats += 1

@@ -7,7 +7,6 @@ Each one only translates between sessions and a core: packets in, bytes out.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 
@@ -15,6 +14,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from chatsvc.cluster.chat import ClusterChat
+from chatsvc.cluster.link import ClusterUnavailableError
 from chatsvc.content.chat import ChatConfig, ChatServer
 from chatsvc.content.login import LoginBackend
 from chatsvc.net.session import Session, send_to_all
@@ -22,6 +23,7 @@ from chatsvc.protocol import (
     Packet,
     PacketId,
     ProtocolError,
+    Result,
     encode_packet,
     parse_request,
 )
@@ -34,16 +36,18 @@ class UnknownPackets:
     """
     Counts packets with ids an application does not handle, and either
     ignores them (logged at debug level) or treats them as protocol errors.
+
+    @ivar count: how many there were.
     """
 
     log = Logger()
 
     def __init__(self, disconnect: bool = False) -> None:
         self.disconnect = disconnect
-        self.counts: Counter[int] = Counter()
+        self.count = 0
 
     def __call__(self, session: Session, packet: Packet) -> None:
-        self.counts[packet.packet_id] += 1
+        self.count += 1
         if self.disconnect:
             raise ProtocolError(f"unknown packet id {packet.packet_id}", "unknown-id")
         self.log.debug(
@@ -109,6 +113,10 @@ class ChatApplication:
     """
     The chat stage: sessions feed a L{ChatServer}, logins go to a
     L{LoginBackend}, and the server's output goes back to sessions.
+
+    A connection has C{config.login_timeout} seconds to log in. DEV_ECHO
+    packets come back as the send-queue stage sends them: the keepalive of a
+    client that only listens.
     """
 
     log = Logger()
@@ -119,22 +127,41 @@ class ChatApplication:
         login: LoginBackend,
         clock: Callable[[], float],
         unknown: UnknownPackets | None = None,
+        cluster: ClusterChat | None = None,
     ) -> None:
         self.login = login
         self.unknown = unknown if unknown is not None else UnknownPackets()
-        self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        self.cluster = cluster
+        if cluster is None:
+            self.server: ChatServer[Session] = ChatServer(self, config, clock=clock)
+        else:
+            self.server = ChatServer(
+                self,
+                config,
+                clock=clock,
+                presence=cluster.presence,
+                unique_ids=cluster.unique_ids,
+                shared_rooms=cluster.rooms,
+            )
+            cluster.bind(self.server, _drop)
+        self.login_timeout = config.login_timeout
 
     def connected(self, session: Session) -> None:
         self.server.connect(session)
+        session.set_deadline(self.login_timeout, "log in")
 
     def packets_received(self, session: Session, packets: list[Packet]) -> None:
         handle = self.server.handle
         for packet in packets:
             request = parse_request(packet.packet_id, packet.body)
-            if request is None:
-                self.unknown(session, packet)
-            else:
+            if request is not None:
                 handle(session, request)
+            elif packet.packet_id == DEV_ECHO:
+                echo = encode_packet(DEV_ECHO, packet.body, packet.type)
+                self.server.stats.sent(PacketId.DEV_ECHO, len(echo))
+                session.send(echo)
+            else:
+                self.unknown(session, packet)
             if session.closing:
                 break
 
@@ -154,7 +181,7 @@ class ChatApplication:
         send_to_all(to, data)
 
     def check_login(self, client: Session, user_id: bytes, password: bytes) -> None:
-        checking = ensureDeferred(self.login.check(user_id, password))
+        checking = ensureDeferred(self._check_login(user_id, password))
         checking.addCallbacks(
             self._login_checked,
             self._login_failed,
@@ -162,7 +189,23 @@ class ChatApplication:
             errbackArgs=(client, user_id),
         )
 
-    def _login_checked(self, accepted: bool, client: Session, user_id: bytes) -> None:
+    async def _check_login(self, user_id: bytes, password: bytes) -> Result:
+        if not await self.login.check(user_id, password):
+            return Result.LOGIN_USER_INVALID_PW
+        if self.cluster is not None:
+            return await self.cluster.admit(user_id)
+        return Result.NONE
+
+    def _login_checked(self, result: Result, client: Session, user_id: bytes) -> None:
+        if result is Result.LOGIN_USER_ALREADY:
+            self.log.info(
+                "Login refused for {user!r} from {peer}: logged in on another node",
+                user=user_id.decode("utf-8", "replace"),
+                peer=client.peer,
+            )
+            self.server.login_checked(client, False, result)
+            return
+        accepted = result is Result.NONE
         if accepted:
             self.log.info(
                 "Login {user!r} from {peer} (session {session})",
@@ -178,13 +221,22 @@ class ChatApplication:
                 peer=client.peer,
             )
         self.server.login_checked(client, accepted)
+        if accepted:
+            client.clear_deadline()
 
     def _login_failed(self, failure: Failure, client: Session, user_id: bytes) -> None:
+        backend = self.login.description
+        if self.cluster is not None and failure.check(ClusterUnavailableError):
+            backend = self.cluster.node.link.description
         self.log.error(
             "Login of {user!r} from {peer} failed: {backend} did not answer: {error}",
             user=user_id.decode("utf-8", "replace"),
             peer=client.peer,
-            backend=self.login.description,
+            backend=backend,
             error=failure.getErrorMessage() or repr(failure.value),
         )
         self.server.login_checked(client, False)
+
+
+def _drop(session: Session) -> None:
+    session.close("the cluster no longer counts this user as logged in here")

@@ -35,20 +35,24 @@ HealthCheck = Callable[[], str | None]
 
 def packet_name(packet_id: int) -> str:
     """
-    The name of a packet id, or its number for ids chatsvc does not know.
+    The metric label of a packet id: its name, or C{unknown} for every id
+    chatsvc does not know, so that clients cannot create metric series.
     """
     try:
         return PacketId(packet_id).name
     except ValueError:
-        return str(packet_id)
+        return "unknown"
 
 
 def _by_packet(
     name: str, documentation: str, counts: dict[int, int]
 ) -> CounterMetricFamily:
+    by_name: Counter[str] = Counter()
+    for packet_id, value in counts.items():
+        by_name[packet_name(packet_id)] += value
     family = CounterMetricFamily(name, documentation, labels=["packet"])
-    for packet_id, value in sorted(counts.items()):
-        family.add_metric([packet_name(packet_id)], value)
+    for label, value in sorted(by_name.items()):
+        family.add_metric([label], value)
     return family
 
 
@@ -83,11 +87,14 @@ class StageCollector(Collector):
         for kind in sorted(kinds.keys() | {"tcp", WEBSOCKET}):
             open_connections.add_metric([kind], kinds[kind])
         yield open_connections
-        yield CounterMetricFamily(
+        refused = CounterMetricFamily(
             "chatsvc_connections_refused",
-            "Connections refused above --max-connections.",
-            value=stats.refused,
+            "Connections refused, by the limit they hit.",
+            labels=["limit"],
         )
+        refused.add_metric(["max-connections"], stats.refused)
+        refused.add_metric(["max-connections-per-ip"], stats.refused_per_ip)
+        yield refused
         yield CounterMetricFamily(
             "chatsvc_slow_consumers",
             "Connections cut off past --send-queue-limit.",
@@ -135,6 +142,11 @@ class StageCollector(Collector):
             yield from self._collect_chat(self._chat)
 
     def _collect_chat(self, chat: ChatServer[Any]) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "chatsvc_login_timeouts",
+            "Connections closed for not logging in within --login-timeout.",
+            value=self._factory.stats.deadlines_missed,
+        )
         yield GaugeMetricFamily(
             "chatsvc_users",
             "Logged-in users (and logins in progress).",

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
+from chatsvc.cluster.config import ClusterConfig, default_node_id
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.config import ConfigFileOptions
 from chatsvc.host.logs import LogSettings, parse_levels, use_with_twistd
@@ -60,6 +61,14 @@ class NetOptions(ConfigFileOptions):
             _count,
         ],
         [
+            "max-connections-per-ip",
+            None,
+            64,
+            "Connections one client address (IPv6: one /64) may have open;"
+            " more are closed at once (0: no limit).",
+            _count,
+        ],
+        [
             "max-packet-size",
             None,
             1024,
@@ -79,8 +88,17 @@ class NetOptions(ConfigFileOptions):
             "idle-timeout",
             None,
             0.0,
-            "Close connections silent for this many seconds (0: never).",
+            "Close connections that sent no complete packet (the echo stage:"
+            " no byte) for this many seconds (0: never).",
             _seconds,
+        ],
+        [
+            "socket-send-buffer",
+            None,
+            64 * 1024,
+            "Kernel send buffer (SO_SNDBUF) of each connection, in bytes"
+            " (0: the kernel's default, autotuned to megabytes on Linux).",
+            _count,
         ],
         [
             "metrics",
@@ -131,9 +149,11 @@ class NetOptions(ConfigFileOptions):
         """
         return NetConfig(
             max_connections=self["max-connections"],
+            max_connections_per_ip=self["max-connections-per-ip"],
             max_packet_size=self["max-packet-size"],
             send_queue_limit=self["send-queue-limit"],
             idle_timeout=self["idle-timeout"],
+            socket_send_buffer=self["socket-send-buffer"],
         )
 
     def effective(self) -> dict[str, object]:
@@ -141,9 +161,9 @@ class NetOptions(ConfigFileOptions):
         Every option's value, secrets masked, for the start-up log.
         """
         values = {key: value for key, value in self.opts.items() if value is not None}
-        redis: RedisURL | None = getattr(self, "redis", None)
-        if redis is not None:
-            values["redis"] = str(redis)
+        for key in ("redis", "cluster"):
+            if values.get(key):
+                values[key] = str(RedisURL.parse(str(values[key])))
         return values
 
     def log_settings(self) -> LogSettings:
@@ -215,6 +235,14 @@ class ChatOptions(SendQueueOptions):
         ["room-capacity", None, 4, "Users per room.", _count],
         ["max-users", None, 10_000, "Logged-in users per server.", _count],
         [
+            "login-timeout",
+            None,
+            10.0,
+            "Close connections not logged in this many seconds after connecting"
+            " (0: never).",
+            _seconds,
+        ],
+        [
             "chat-rate",
             None,
             20.0,
@@ -222,6 +250,23 @@ class ChatOptions(SendQueueOptions):
             _number,
         ],
         ["chat-burst", None, 40, "Chat messages a user may send at once.", _count],
+        [
+            "cluster",
+            None,
+            None,
+            "Serve one chat with the other nodes that use this Redis URL"
+            " (redis://[user:password@]host:port/db); without it this server is"
+            " the whole chat.",
+        ],
+        ["node-id", None, None, "This node's name in the cluster (default host-pid)."],
+        [
+            "node-timeout",
+            None,
+            10.0,
+            "Seconds after which the cluster drops a node that stopped answering.",
+            _seconds,
+        ],
+        ["cluster-key-prefix", None, "chatsvc:", "Prefix of the cluster's Redis keys."],
         [
             "web",
             None,
@@ -249,6 +294,7 @@ class ChatOptions(SendQueueOptions):
             max_users=self["max-users"],
             chat_rate=self["chat-rate"],
             chat_burst=self["chat-burst"],
+            login_timeout=self["login-timeout"],
         )
 
     def postOptions(self) -> None:
@@ -256,6 +302,16 @@ class ChatOptions(SendQueueOptions):
         try:
             self.chat = self.chat_config()
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
+            self.cluster = (
+                ClusterConfig(
+                    RedisURL.parse(self["cluster"]),
+                    self["node-id"] or default_node_id(),
+                    node_timeout=self["node-timeout"],
+                    prefix=self["cluster-key-prefix"],
+                )
+                if self["cluster"]
+                else None
+            )
             origins = [o.strip() for o in self["web-origins"].split(",") if o.strip()]
             self.host = replace(
                 self.host,

@@ -25,6 +25,9 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 
 from chatsvc._version import __version__
+from chatsvc.cluster.chat import ClusterChat
+from chatsvc.cluster.config import ClusterConfig
+from chatsvc.cluster.metrics import register_cluster_metrics
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import LoginBackend, OpenLogin
 from chatsvc.host.applications import ChatApplication, PacketEcho, UnknownPackets
@@ -40,7 +43,8 @@ from chatsvc.host.settings import HostConfig
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
-from chatsvc.net.session import SessionFactory
+from chatsvc.net.session import SessionFactory, send_to_all
+from chatsvc.protocol import PacketId
 from chatsvc.web.site import chat_site
 
 log = Logger()
@@ -202,7 +206,7 @@ def sendqueue_service(
     """
     reactor = reactor or default_reactor()
     app = PacketEcho(UnknownPackets(disconnect_unknown))
-    factory = SessionFactory(app, config, reactor)
+    factory = SessionFactory(app, config, reactor, known_ids=PacketId)
     collector = StageCollector(
         factory, packets_out=app.packets_out, bytes_out=app.bytes_out
     )
@@ -213,7 +217,8 @@ def sendqueue_service(
 
 class ChatService(StageService):
     """
-    The chat stage: sessions, the chat rules and a login back end.
+    The chat stage: sessions, the chat rules and a login back end; given a
+    cluster configuration, one node of a cluster.
     """
 
     def __init__(
@@ -226,13 +231,25 @@ class ChatService(StageService):
         host: HostConfig | None = None,
         *,
         disconnect_unknown: bool = False,
+        cluster: ClusterConfig | None = None,
     ) -> None:
         reactor = reactor or default_reactor()
         self.login = login
-        self.application = ChatApplication(
-            chat, login, reactor.seconds, UnknownPackets(disconnect_unknown)
+        self.cluster = (
+            None
+            if cluster is None
+            else ClusterChat(reactor, cluster, chat.room_capacity, send_to_all)
         )
-        factory = SessionFactory(self.application, config, reactor)
+        self.application = ChatApplication(
+            chat,
+            login,
+            reactor.seconds,
+            UnknownPackets(disconnect_unknown),
+            self.cluster,
+        )
+        factory = SessionFactory(self.application, config, reactor, known_ids=PacketId)
+        if self.cluster is not None:
+            self.cluster.rooms.wake = factory.pump.run_soon
         server = self.application.server
         collector = StageCollector(
             factory,
@@ -240,17 +257,18 @@ class ChatService(StageService):
             lambda: dict(server.stats.packets_out),
             lambda: dict(server.stats.bytes_out),
         )
+        checks: list[HealthCheck] = []
+        if isinstance(login, RedisLogin):
+            checks.append(login.health)
+        if self.cluster is not None:
+            checks.append(self.cluster.node.link.health)
         super().__init__(
-            "chat",
-            endpoint,
-            factory,
-            host or HostConfig(),
-            reactor,
-            collector,
-            [login.health] if isinstance(login, RedisLogin) else [],
+            "chat", endpoint, factory, host or HostConfig(), reactor, collector, checks
         )
         if isinstance(login, RedisLogin):
             login.observe_latency = redis_latency(self.registry).observe
+        if self.cluster is not None:
+            register_cluster_metrics(self.registry, self.cluster.node)
         self.listener.listening.addCallback(self._log_login)
         self.web: ListeningService | None = None
         if self.host.web is not None:
@@ -263,6 +281,16 @@ class ChatService(StageService):
     def _log_login(self, port: IListeningPort) -> IListeningPort:
         log.info("Logins checked by {login}", login=self.login.description)
         return self._warn_if_open(port)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.cluster is not None:
+            log.info(
+                "Node {node} of the cluster at {redis}",
+                node=self.cluster.node.config.node_id,
+                redis=self.cluster.node.config.url,
+            )
+            self.cluster.node.start()
 
     def _warn_if_open(self, port: IListeningPort) -> IListeningPort:
         host = getattr(port.getHost(), "host", "")
@@ -279,6 +307,9 @@ class ChatService(StageService):
         return port
 
     async def release(self) -> None:
+        if self.cluster is not None:
+            self.cluster.rooms.close()
+            await self.cluster.node.stop()
         await self.login.close()
 
 
@@ -293,9 +324,11 @@ def chat_service(
     redis_key_prefix: bytes = b"",
     redis_timeout: float = 2.0,
     disconnect_unknown: bool = False,
+    cluster: ClusterConfig | None = None,
 ) -> ChatService:
     """
-    The chat stage, with open login or, given C{redis}, Redis login.
+    The chat stage, with open login or, given C{redis}, Redis login; given
+    C{cluster}, one node of that cluster.
     """
     reactor = reactor or default_reactor()
     login: LoginBackend = (
@@ -313,6 +346,7 @@ def chat_service(
         reactor,
         host,
         disconnect_unknown=disconnect_unknown,
+        cluster=cluster,
     )
 
 
@@ -385,6 +419,7 @@ def make_chat_service(options: ChatOptions) -> IService:
             redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
             redis_timeout=options["redis-timeout"],
             disconnect_unknown=options["disconnect-unknown"],
+            cluster=options.cluster,
         ),
         options,
     )

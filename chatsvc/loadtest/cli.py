@@ -113,6 +113,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _addresses(text: str) -> tuple[str, ...]:
+    addresses = tuple(a.strip() for a in text.split(",") if a.strip())
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise argparse.ArgumentTypeError(f"{address} is not HOST:PORT")
+        _port(port)
+    return addresses
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
@@ -130,6 +140,14 @@ def _add_common(parser: argparse.ArgumentParser, scenario: str) -> None:
     )
     target.add_argument(
         "--port", type=_port, default=11021, help="server port (default 11021)"
+    )
+    target.add_argument(
+        "--connect",
+        type=_addresses,
+        default=(),
+        metavar="HOST:PORT,...",
+        help="several servers (the nodes of a cluster) instead of --host and"
+        " --port: each room's bots are spread over them in turn",
     )
     users = parser.add_argument_group(
         "users and rooms" if scenario in _IN_ROOMS else "users"
@@ -482,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for hint in room_hints(config):
         _say(f"hint: {hint}")
     try:
-        preflight(config.host, config.port, config.timeout)
+        for host, port in {config.address(i) for i in range(config.users)}:
+            preflight(host, port, config.timeout)
     except UnreachableError as e:
         _say(str(e))
         return EXIT_USAGE

@@ -26,6 +26,8 @@ class RunConfig:
     @ivar room_capacity: how many users a room of the server holds.
     @ivar server_pid: a server process on this machine whose CPU time is
         measured over the window (Linux only).
+    @ivar connect: C{host:port} of several servers (the nodes of a cluster)
+        to spread the bots over, instead of C{host} and C{port}.
     """
 
     scenario: str
@@ -56,6 +58,7 @@ class RunConfig:
     loop: str = "auto"
     fast_path: bool = True
     server_pid: int | None = None
+    connect: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -89,6 +92,17 @@ class RunConfig:
         Return the room of bot C{index}: bots are dealt over rooms in turn.
         """
         return self.room_start + (index - self.user_start) % self.rooms
+
+    def address(self, index: int) -> tuple[str, int]:
+        """
+        The server bot C{index} connects to: with several, each room's bots
+        are spread over them in turn.
+        """
+        if not self.connect:
+            return self.host, self.port
+        turn = (index - self.user_start) // self.rooms
+        host, _, port = self.connect[turn % len(self.connect)].rpartition(":")
+        return host.strip("[]"), int(port)
 
     def to_json(self) -> dict[str, Any]:
         """

@@ -158,7 +158,7 @@ def run(
     return merge(
         results,
         scenario=config.scenario,
-        target=f"{config.host}:{config.port}",
+        target=",".join(config.connect) or f"{config.host}:{config.port}",
         config=config.to_json(),
         environment=environment,
         timeline=timeline.rows,

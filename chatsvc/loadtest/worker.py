@@ -151,8 +151,7 @@ class Worker:
                 _, link = await asyncio.wait_for(
                     self.loop.create_connection(
                         lambda: Link(bot, self.phase, counters, self.violated),
-                        config.host,
-                        config.port,
+                        *config.address(bot.index),
                     ),
                     config.timeout,
                 )

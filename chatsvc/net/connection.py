@@ -1,12 +1,16 @@
 # -*- test-case-name: tests.test_connection -*-
 """
-What every stage's connections share: a session id, a connection limit, an
-idle timeout, counters and a graceful shutdown.
+What every stage's connections share: a session id, connection limits (in
+all and per client address), a bounded kernel send buffer, an idle timeout, a
+deadline the application may set, counters and a graceful shutdown.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import socket
+from collections import Counter
 from typing import Any, ClassVar, cast
 
 from twisted.internet.defer import Deferred, succeed
@@ -17,7 +21,7 @@ from twisted.internet.interfaces import (
     ITCPTransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
@@ -46,10 +50,31 @@ def describe_peer(address: IAddress | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def client_network(address: IAddress) -> str | None:
+    """
+    Return what a client's connections are counted under for
+    C{--max-connections-per-ip}: its IPv4 address, or the /64 network of its
+    IPv6 address (one subscriber's share: providers hand out whole /64s, so
+    one attacker has as many addresses as it likes inside one), or L{None}
+    for an address that is not IP.
+    """
+    host: str | None = getattr(address, "host", None)
+    if host is None or ":" not in host:
+        return host
+    try:
+        ip = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
+
+
 class LimitedFactory(ServerFactory):
     """
-    Numbers connections, refuses those above C{config.max_connections}, tracks
-    the open ones and closes them all, gracefully, on L{shutdown}.
+    Numbers connections, refuses those above C{config.max_connections} or
+    above C{config.max_connections_per_ip} from one client address, tracks the
+    open ones and closes them all, gracefully, on L{shutdown}.
 
     @ivar stats: counters for the metrics exporter.
     """
@@ -61,6 +86,7 @@ class LimitedFactory(ServerFactory):
         self.config = config
         self.reactor = reactor or default_reactor()
         self.connections: dict[int, ManagedConnection] = {}
+        self.per_network: Counter[str] = Counter()
         self.stats = NetStats()
         self.warnings = RateLimitedLog(self.log, self.reactor.seconds)
         self._ids = itertools.count(1)
@@ -75,8 +101,21 @@ class LimitedFactory(ServerFactory):
                 limit=self.config.max_connections,
             )
             return None
+        network = client_network(addr)
+        per_ip = self.config.max_connections_per_ip
+        if per_ip and network is not None and self.per_network[network] >= per_ip:
+            self.stats.refused_per_ip += 1
+            self.warnings.warn(
+                "Refused {peer}: {limit} connections open from {network}"
+                " (--max-connections-per-ip)",
+                peer=describe_peer(addr),
+                limit=per_ip,
+                network=network,
+            )
+            return None
         connection: ManagedConnection = super().buildProtocol(addr)  # type: ignore[assignment]
         connection.session_id = next(self._ids)
+        connection.network = network
         return connection
 
     def connection_opened(self, connection: ManagedConnection) -> None:
@@ -84,12 +123,20 @@ class LimitedFactory(ServerFactory):
         Count C{connection} as open.
         """
         self.connections[connection.session_id] = connection
+        if connection.network is not None:
+            self.per_network[connection.network] += 1
 
     def connection_closed(self, connection: ManagedConnection) -> None:
         """
         Count C{connection} as closed.
         """
-        self.connections.pop(connection.session_id, None)
+        if self.connections.pop(connection.session_id, None) is None:
+            return
+        network = connection.network
+        if network is not None:
+            self.per_network[network] -= 1
+            if not self.per_network[network]:
+                del self.per_network[network]
         if not self.connections:
             waiting, self._all_closed = self._all_closed, []
             for d in waiting:
@@ -127,23 +174,29 @@ def _cancel(result: object, timer: IDelayedCall) -> object:
 
 class ManagedConnection(Protocol, TimeoutMixin):
     """
-    A connection counted by a L{LimitedFactory}, with an idle timeout.
+    A connection counted by a L{LimitedFactory}, with an idle timeout and an
+    optional deadline.
+
+    @ivar network: what the connection counts under for the per-address cap.
     """
 
     log: ClassVar[Logger] = Logger()
     factory: LimitedFactory
     session_id: int = 0
+    network: str | None = None
     peer: str = "?"
     #: How the peer is connected: C{"tcp"}, or C{"websocket"} (see websocket.py).
     transport_kind = "tcp"
     closing = False
     _linger: IDelayedCall | None = None
+    _deadline: IDelayedCall | None = None
 
     def callLater(self, period: float, func: Any) -> Any:
         return self.factory.reactor.callLater(period, func)
 
     def connectionMade(self) -> None:
         transport = self.transport
+        config = self.factory.config
         self.peer = describe_peer(transport.getPeer())  # type: ignore[union-attr]
         if self.transport_kind != "tcp":
             self.peer += f" via {self.transport_kind}"
@@ -151,12 +204,60 @@ class ManagedConnection(Protocol, TimeoutMixin):
             # Small packets go out at once instead of waiting for the peer's
             # delayed ACK (Nagle's algorithm), which costs up to 40 ms.
             transport.setTcpNoDelay(True)
+        # The socket itself (under TLS getHandle() is the TLS connection; a
+        # WebSocket session's transport hands on its TCP connection's).
+        sock = getattr(transport, "socket", None)
+        if config.socket_send_buffer and isinstance(sock, socket.socket):
+            # Bounds what the kernel holds for a client that stops reading
+            # (Linux autotunes it to megabytes otherwise, and reserves twice
+            # the value set for its bookkeeping).
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, config.socket_send_buffer
+            )
         self.factory.connection_opened(self)
-        if self.factory.config.idle_timeout:
-            self.setTimeout(self.factory.config.idle_timeout)
+        if config.idle_timeout:
+            self.setTimeout(config.idle_timeout)
+
+    def set_deadline(self, seconds: float, what: str) -> None:
+        """
+        Abort the connection in C{seconds} unless L{clear_deadline} is called
+        first: how long the application gives a client to C{what} (the chat
+        stage: log in). It replaces any earlier deadline; 0 sets none.
+        """
+        self.clear_deadline()
+        if seconds:
+            self._deadline = self.factory.reactor.callLater(
+                seconds, self._deadline_passed, seconds, what
+            )
+
+    def clear_deadline(self) -> None:
+        """
+        The client did in time what the deadline waited for.
+        """
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _deadline_passed(self, seconds: float, what: str) -> None:
+        self._deadline = None
+        if self.closing:
+            return
+        self.closing = True
+        self.factory.stats.deadlines_missed += 1
+        self.factory.warnings.emit(
+            LogLevel.info,
+            "Closing {peer} (session {session}): did not {what} within {seconds} s",
+            peer=self.peer,
+            session=self.session_id,
+            what=what,
+            seconds=seconds,
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
+        self.clear_deadline()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         self.factory.connection_closed(self)
@@ -192,7 +293,8 @@ class ManagedConnection(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self.factory.stats.idle_timeouts += 1
-        self.log.info(
+        self.factory.warnings.emit(
+            LogLevel.info,
             "Closing {peer} (session {session}): idle for {seconds} s",
             peer=self.peer,
             session=self.session_id,

@@ -7,7 +7,6 @@ OnReceive / OnClose seen from the application.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import Protocol
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -19,8 +18,6 @@ from chatsvc.net.connection import LimitedFactory, ManagedConnection
 from chatsvc.net.sendqueue import SendQueue, push_to_all
 from chatsvc.net.turn import Pump
 from chatsvc.protocol import HEADER_SIZE, Packet, PacketDecoder, ProtocolError
-
-_packet_id = itemgetter(0)
 
 #: Seconds a closed session waits for its peer to close before aborting.
 CLOSE_LINGER = 10.0
@@ -130,6 +127,10 @@ class Session(ManagedConnection):
         )
         self._queue.write_even_if_paused()
         self.finish(linger)
+        if self._reading_paused:
+            # Read again, discarding the input, to see the peer close its side.
+            self._reading_paused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def shut_down(self) -> None:
         self.close("server shutting down", linger=None)
@@ -137,8 +138,6 @@ class Session(ManagedConnection):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        if self._idle_timeout:
-            self.resetTimeout()
         decoder = self.decoder
         decoder.feed(data)
         if not self._scheduled and not self._output_paused:
@@ -152,7 +151,13 @@ class Session(ManagedConnection):
         """
         Hand at most one batch of packets to the application; return whether
         more complete packets may be waiting.
+
+        A session closed since it was scheduled hands over nothing more: what
+        the application would answer could not reach its client any more.
         """
+        if self.closing:
+            self._scheduled = False
+            return False
         try:
             more = self._deliver_batch() == self._batch_size
         except ProtocolError as e:
@@ -181,25 +186,15 @@ class Session(ManagedConnection):
         before = decoder.decoded_bytes
         packets = decoder.read_batch(self._batch_size)
         if packets:
-            self._count(packets, decoder.decoded_bytes - before)
+            # Only complete packets count as activity: a byte now and then
+            # does not keep a connection open.
+            if self._idle_timeout:
+                self.resetTimeout()
+            self._stats.received(packets, decoder.decoded_bytes - before)
             self._app.packets_received(self, packets)
         if decoder.error is not None:
             raise decoder.error
         return len(packets)
-
-    def _count(self, packets: list[Packet], size: int) -> None:
-        stats = self._stats
-        first = packets[0][0]
-        count = len(packets)
-        if count == 1 or list(map(_packet_id, packets)).count(first) == count:
-            stats.packets_in[first] += count
-            stats.bytes_in[first] += size
-        else:
-            packets_in = stats.packets_in
-            bytes_in = stats.bytes_in
-            for packet_id, _, body in packets:
-                packets_in[packet_id] += 1
-                bytes_in[packet_id] += HEADER_SIZE + len(body)
 
     def _maybe_resume_reading(self) -> None:
         if (
@@ -279,6 +274,9 @@ class SessionFactory(LimitedFactory):
     """
     Builds L{Session}s for one application, sharing one L{Pump} that ends
     each turn with the application's C{end_of_turn}.
+
+    Received packets are counted by id for C{known_ids} and together for
+    every other id (see L{NetStats}).
     """
 
     protocol = Session  # type: ignore[assignment]
@@ -288,8 +286,11 @@ class SessionFactory(LimitedFactory):
         application: Application,
         config: NetConfig,
         reactor: IReactorTime | None = None,
+        *,
+        known_ids: Iterable[int] = (),
     ) -> None:
         super().__init__(config, reactor)
+        self.stats.known_ids = frozenset(known_ids)
         self.application = application
         self.pump = Pump(self.reactor)
         self.pump.add_turn_hook(application.end_of_turn)

@@ -88,7 +88,7 @@ class Pump:
         """
         Make sure a turn runs soon: its end runs the turn hooks, which send
         what the application held back outside a turn (a disconnect's room
-        notifies).
+        notifies, what a cluster's Redis delivered).
         """
         if self._call is None:
             self._call = self._reactor.callLater(0, self._run)

@@ -257,6 +257,14 @@ class WebSocketSession:
     def _tcp(self) -> Any:
         return self._websocket.transport
 
+    @property
+    def socket(self) -> Any:
+        """
+        The TCP connection's socket, where it has one: the session bounds its
+        kernel send buffer as it does a TCP client's.
+        """
+        return getattr(self._tcp, "socket", None)
+
     def write(self, data: bytes) -> None:
         limit = self._limit
         if self._closed or limit is None or limit.state is not ConnectionState.OPEN:

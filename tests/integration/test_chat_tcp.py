@@ -12,6 +12,7 @@ from collections import defaultdict
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 
+from chatsvc.cluster.config import ClusterConfig
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.services import ChatService, chat_service
@@ -27,7 +28,14 @@ from chatsvc.protocol import (
     login_request,
 )
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
-from tests.support import EXPECT_REACTOR, PacketClient, reactor, start_redis
+from tests.support import (
+    EXPECT_REACTOR,
+    ExternalRedis,
+    PacketClient,
+    RedisServer,
+    reactor,
+    start_redis,
+)
 
 LOGIN = PacketId.LOGIN_RESPONSE
 ENTER = PacketId.ROOM_ENTER_RESPONSE
@@ -35,20 +43,52 @@ CHAT = PacketId.ROOM_CHAT_RESPONSE
 
 
 class ChatTestCase(IntegrationTestCase):
+    #: Nodes serving the chat: 1 (no cluster), or more (a cluster on a Redis
+    #: of the test's own, clients connected to the nodes in turn).
+    nodes = 1
+
     async def start_chat(
         self,
         chat: ChatConfig | None = None,
         net: NetConfig | None = None,
         **kwargs: object,
     ) -> int:
-        self.service: ChatService = chat_service(
-            LOOPBACK,
-            net or NetConfig(),
-            chat or ChatConfig(chat_rate=0),
-            reactor=reactor,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        return await self.start(self.service)
+        services = []
+        for node in range(self.nodes):
+            if self.nodes > 1:
+                kwargs["cluster"] = ClusterConfig(
+                    RedisURL.parse(self.cluster_redis().url), f"node-{node}"
+                )
+            services.append(
+                chat_service(
+                    LOOPBACK,
+                    net or NetConfig(),
+                    chat or ChatConfig(chat_rate=0),
+                    reactor=reactor,
+                    **kwargs,  # type: ignore[arg-type]
+                )
+            )
+        self.service: ChatService = services[0]
+        self.ports = [await self.start(service) for service in services]
+        while self.nodes > 1 and not all(
+            s.cluster and s.cluster.node._registered for s in services
+        ):
+            await deferLater(reactor, 0.02, lambda: None)
+        return self.ports[0]
+
+    def cluster_redis(self) -> RedisServer | ExternalRedis:
+        redis = getattr(self, "redis", None)
+        if redis is None:
+            self.redis = redis = start_redis(self)
+        return redis
+
+    async def connect(self, port: int, count: int = 1) -> list[PacketClient]:
+        if self.nodes == 1 or port != self.ports[0]:
+            return await super().connect(port, count)
+        clients = []
+        for i in range(count):
+            clients += await super().connect(self.ports[i % self.nodes])
+        return clients
 
     async def login(self, client: PacketClient, user: str, password: str = "pw") -> int:
         count = len(client.events)
@@ -130,7 +170,8 @@ class ManyUsersTests(ChatTestCase):
         )
         per_room = users // rooms
         port = await self.start_chat(
-            ChatConfig(rooms=rooms, room_capacity=per_room, chat_rate=0)
+            ChatConfig(rooms=rooms, room_capacity=per_room, chat_rate=0),
+            NetConfig(max_connections_per_ip=0),  # all users come from 127.0.0.1
         )
         clients = await self.connect(port, users)
         for i, client in enumerate(clients):
@@ -260,7 +301,7 @@ class RedisLoginTests(ChatTestCase):
         """
         for i in range(0, 300, 2):
             self.redis.command("SET", f"user{i}", f"pw{i}")
-        port = await self.start_redis_chat()
+        port = await self.start_redis_chat(net=NetConfig(max_connections_per_ip=0))
         clients = await self.connect(port, 300)
         for i, client in enumerate(clients):
             client.send(login_request(f"user{i}", f"pw{i}"))
@@ -363,3 +404,23 @@ class LeaveTests(ChatTestCase):
                 UserList(()),
             ],
         )
+
+
+class TwoNodes:
+    """
+    The same tests on a cluster of two nodes.
+    """
+
+    nodes = 2
+
+
+class ReferenceClientTwoNodesTests(TwoNodes, ReferenceClientTests):
+    pass
+
+
+class ManyUsersTwoNodesTests(TwoNodes, ManyUsersTests):
+    pass
+
+
+class LeaveTwoNodesTests(TwoNodes, LeaveTests):
+    pass

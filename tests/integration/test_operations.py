@@ -161,7 +161,8 @@ class ShutdownTests(OperationsTestCase):
         for n in range(200):
             for i, client in enumerate(clients):
                 client.send(chat_request(f"{i}:{n}"))
-        await deferLater(reactor, 0.01, lambda: None)
+        # Stop once the server is busy with them: some accepted, most not yet.
+        await clients[0].wait_until(lambda: Response(CHAT, 0) in clients[0].events)
         stopping = service.stopService()
         await gatherResults([c.lost for c in clients])
         await stopping

@@ -22,7 +22,8 @@ from tests.support import reactor
 
 class EchoStageTests(IntegrationTestCase):
     async def test_200_connections(self) -> None:
-        port = await self.start(echo_service(LOOPBACK, NetConfig(), reactor))
+        config = NetConfig(max_connections_per_ip=0)  # all from 127.0.0.1
+        port = await self.start(echo_service(LOOPBACK, config, reactor))
         clients = await self.connect(port, 200)
         for round_ in range(5):
             for i, client in enumerate(clients):
@@ -64,7 +65,7 @@ class SendQueueStageTests(IntegrationTestCase):
         )
 
     async def test_200_connections_pipelined(self) -> None:
-        port = await self.start_sendqueue()
+        port = await self.start_sendqueue(max_connections_per_ip=0)
         clients = await self.connect(port, 200)
         for i, client in enumerate(clients):
             client.send(

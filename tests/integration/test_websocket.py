@@ -6,6 +6,7 @@ TCP user chat in one room.
 
 from __future__ import annotations
 
+import socket
 from collections import deque
 from collections.abc import Callable
 
@@ -163,6 +164,17 @@ class WebSocketChatTests(IntegrationTestCase):
         browser.transport.loseConnection()
         await browser.lost
         await terminal.wait_until(lambda: UserLeft(1) in terminal.events)
+
+    async def test_socket_send_buffer_applies_to_websockets(self) -> None:
+        _, web_port = await self.start_chat(NetConfig(socket_send_buffer=48 * 1024))
+        client = await self.websocket(web_port)
+        client.send(login_request("bounded", "pw"))
+        await client.wait_until(lambda: len(client.events) == 1)
+        [session] = self.service.factory.connections.values()
+        sock = session.transport.socket  # type: ignore[union-attr]
+        # Linux reports twice the value set.
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        self.assertIn(granted, (48 * 1024, 96 * 1024))
 
     async def test_frame_above_the_packet_limit(self) -> None:
         port, web_port = await self.start_chat(NetConfig(max_packet_size=512))

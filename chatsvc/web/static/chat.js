@@ -425,6 +425,11 @@ function connect() {
   socket.addEventListener("close", (event) => {
     if (state.socket !== socket) return;
     state.socket = null;
+    if (state.phase === "login" && !ui.loginButton.disabled) {
+      // Closed while nobody was logging in (the server gives a connection
+      // --login-timeout seconds to log in): the next login connects again.
+      return;
+    }
     setConnected(false);
     const was = state.phase;
     if (was === "room") state.restore = { room: state.room };
@@ -465,6 +470,14 @@ ui.loginForm.addEventListener("submit", (event) => {
     return;
   }
   ui.loginError.textContent = "";
+  if (state.socket === null) {
+    // The connection was closed while the page waited: log in once reopened.
+    state.user = user;
+    state.password = password;
+    state.restore = { room: null };
+    connect();
+    return;
+  }
   login(user, password);
 });
 

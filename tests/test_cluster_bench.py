@@ -1,0 +1,83 @@
+"""
+chatsvc-bench against a cluster: C{--connect} spreads each room's bots over
+the nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from chatsvc.cluster.config import ClusterConfig
+from chatsvc.content.chat import ChatConfig
+from chatsvc.host.redis_login import RedisURL
+from chatsvc.host.services import chat_service
+from chatsvc.loadtest.cli import parse_args
+from chatsvc.loadtest.config import RunConfig
+from chatsvc.net.config import NetConfig
+from tests.support import reactor, start_redis
+
+
+class AddressTests(SynchronousTestCase):
+    def test_each_room_spread_over_the_nodes(self) -> None:
+        config = RunConfig("chat", users=12, rooms=3, connect=("a:1", "b:2"))
+        for room in range(3):
+            nodes = [
+                config.address(i)[0] for i in range(12) if config.room_of(i) == room
+            ]
+            self.assertEqual(nodes, ["a", "b", "a", "b"])
+
+    def test_one_server(self) -> None:
+        config = RunConfig("chat", host="h", port=5)
+        self.assertEqual(config.address(7), ("h", 5))
+
+    def test_connect_option(self) -> None:
+        _, config = parse_args(["chat", "--connect", "127.0.0.1:1,[::1]:2"])
+        self.assertEqual(config.connect, ("127.0.0.1:1", "[::1]:2"))
+        self.assertEqual(config.address(10), ("::1", 2))
+        with self.assertRaises(SystemExit):
+            parse_args(["chat", "--connect", "127.0.0.1"])
+
+
+class ClusterBenchTests(TestCase):
+    timeout = 90
+
+    async def test_chat_over_two_nodes(self) -> None:
+        redis = start_redis(self)
+        ports = []
+        for node in ("n1", "n2"):
+            service = chat_service(
+                "tcp:0:interface=127.0.0.1",
+                NetConfig(),
+                ChatConfig(chat_rate=0, rooms=10, room_capacity=10),
+                reactor=reactor,
+                cluster=ClusterConfig(RedisURL.parse(redis.url), node),
+            )
+            service.startService()
+            self.addCleanup(service.stopService)
+            ports.append((await service.listener.listening).getHost().port)
+        out = Path(tempfile.mkdtemp(prefix="chatsvc-bench-test-")) / "result.json"
+        connect = ",".join(f"127.0.0.1:{port}" for port in ports)
+        args = [
+            "-m", "chatsvc.loadtest.cli", "chat", "--connect", connect,
+            "--users", "20", "--rooms", "5", "--rate", "10", "--duration", "2",
+            "-q", "--json", str(out),
+        ]  # fmt: skip
+        stdout, stderr, code = await getProcessOutputAndValue(
+            sys.executable, args, env=os.environ, reactor=reactor
+        )
+        self.assertEqual(code, 0, (stdout + stderr).decode())
+        data = json.loads(out.read_text())
+        self.assertEqual(
+            {k: data["correctness"][k] for k in ("lost", "duplicated", "reordered")},
+            {"lost": 0, "duplicated": 0, "reordered": 0},
+        )
+        counts = data["counts"]
+        self.assertGreater(counts["sent"], 0)
+        self.assertEqual(counts["received"], 4 * counts["sent"])
