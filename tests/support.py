@@ -102,6 +102,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def server(self) -> int:
+        """
+        The port of the server (one per instance).
+        """
+        return self.port
+
     def start(self) -> None:
         self._process = subprocess.Popen(
             [
@@ -147,11 +154,19 @@ class RedisServer:
         return _command(self.port, args)
 
 
-def _command(port: int, args: tuple[str, ...]) -> bytes:
+def _encode(args: tuple[str, ...]) -> bytes:
     parts = [f"${len(a.encode())}\r\n{a}\r\n" for a in args]
-    request = f"*{len(args)}\r\n" + "".join(parts)
+    return (f"*{len(args)}\r\n" + "".join(parts)).encode()
+
+
+def _command(port: int, args: tuple[str, ...], db: int = 0) -> bytes:
+    selected = b"+OK\r\n"
     with socket.create_connection(("127.0.0.1", port), 2) as s:
-        s.sendall(request.encode())
+        if db:
+            s.sendall(_encode(("SELECT", str(db))))
+            if s.recv(len(selected)) != selected:
+                raise RuntimeError(f"SELECT {db} failed")
+        s.sendall(_encode(args))
         return s.recv(65536)
 
 
@@ -196,20 +211,29 @@ class ExternalRedis:
     is its C{host:port}; under Wine, Windows python cannot run a Linux
     redis-server itself). Clients reach it through a proxy in this process, so
     C{stop} and C{start} cut it off and bring it back as a restart would.
+    A second shard is another database of the same server (C{db}).
     """
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, db: int = 0) -> None:
         host, _, port = address.rpartition(":")
         assert host in ("127.0.0.1", "localhost"), "tests only use loopback servers"
         self._server_port = int(port)
         self._gate = _Gate(self._server_port)
         self._listening = reactor.listenTCP(0, self._gate, interface="127.0.0.1")
         self.port = self._listening.getHost().port
-        self.command("FLUSHALL")
+        self.db = db
+        self.command("FLUSHDB")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
+
+    @property
+    def server(self) -> int:
+        """
+        The port of the server behind the proxy.
+        """
+        return self._server_port
 
     def start(self) -> None:
         self._gate.open = True
@@ -231,18 +255,19 @@ class ExternalRedis:
             await deferLater(reactor, 0.01, lambda: None)
 
     def command(self, *args: str) -> bytes:
-        return _command(self._server_port, args)
+        return _command(self._server_port, args, self.db)
 
 
-def start_redis(test: TestCase) -> RedisServer | ExternalRedis:
+def start_redis(test: TestCase, shard: int = 0) -> RedisServer | ExternalRedis:
     """
     A Redis server for C{test}, closed when it ends: one of the tests' own, or
-    the harness's (through a proxy) when C{CHATSVC_TEST_REDIS} names one.
+    the harness's (through a proxy, database C{shard}) when
+    C{CHATSVC_TEST_REDIS} names one.
     """
     external = os.environ.get("CHATSVC_TEST_REDIS")
     server: RedisServer | ExternalRedis
     if external:
-        server = ExternalRedis(external)
+        server = ExternalRedis(external, shard)
     else:
         server = RedisServer()
         server.start()

@@ -11,10 +11,13 @@ from collections.abc import Iterable
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
+from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from chatsvc.cluster import ClusterConfig, ClusterNode, ClusterUnavailableError
+from chatsvc.cluster.link import shard_of
 from chatsvc.cluster.stream import ChatEvent, EnterEvent, Event, LeaveEvent, Member
+from chatsvc.host.options import ChatOptions
 from chatsvc.host.redis_login import RedisURL
 from tests.support import RedisServer, eventually, reactor, start_redis
 
@@ -261,3 +264,104 @@ class FailureTests(ClusterTestCase):
         after = (4, ChatEvent(b"a", 9, b"after"))
         await eventually(lambda: after in listener(b).events)
         self.assertEqual(listener(a).dropped + listener(b).dropped, [])
+
+
+class ShardTests(TestCase):
+    """
+    A cluster on two Redis shards.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.redises = [start_redis(self, shard) for shard in range(2)]
+        self.urls = tuple(RedisURL.parse(redis.url) for redis in self.redises)
+        self.prefix = "t:"
+
+    async def node(
+        self, name: str, urls: tuple[RedisURL, ...] | None = None, join: bool = True
+    ) -> ClusterNode:
+        config = ClusterConfig(
+            urls or self.urls, name, node_timeout=2.0, prefix=self.prefix, id_block=10
+        )
+        node = ClusterNode(reactor, config, Listener())
+        node.start()
+        self.addCleanup(node.stop)
+        if join:
+            await eventually(lambda: node._registered)
+        return node
+
+    def holders(self, key: str) -> list[int]:
+        """
+        The shards that hold C{key}.
+        """
+        return [
+            i
+            for i, redis in enumerate(self.redises)
+            if redis.command("EXISTS", self.prefix + key) == b":1\r\n"
+        ]
+
+    async def test_rooms_and_presence_spread_over_the_shards(self) -> None:
+        a = await self.node("a")
+        for i in range(10):
+            user = b"user%d" % i
+            self.assertTrue(await a.claim(user))
+            self.assertTrue(await a.enter(i, Member(i + 1, user), 4, i))
+        users = [self.holders(f"user:user{i}") for i in range(10)]
+        rooms = [self.holders(f"room:{i}") for i in range(10)]
+        self.assertEqual(users, [[shard_of(b"user%d" % i, 2)] for i in range(10)])
+        self.assertEqual(rooms, [[shard_of(b"%d" % i, 2)] for i in range(10)])
+        self.assertEqual({shard for [shard] in users + rooms}, {0, 1})
+        # Each room's stream is published on its own shard only.
+        await eventually(lambda: len(listener(a).events) == 10)
+        self.assertEqual([room for room, _ in listener(a).events], list(range(10)))
+
+    async def test_node_with_other_shards_does_not_join(self) -> None:
+        a = await self.node("a")
+        refusals: list[str] = []
+        for urls in (self.urls[:1], self.urls[::-1]):
+            with capturedLogs() as events:
+                other = await self.node("b", urls, join=False)
+                other.on_refused = refusals.append
+                await eventually(lambda o=other: o.refused is not None)
+            self.assertFalse(other._registered)
+            self.assertIn("same --cluster list", other.refused or "")
+            [error] = [e for e in events if e["log_level"] == LogLevel.error]
+            self.assertIn("Not joining the cluster", error["log_format"])
+            await other.stop()
+        self.assertEqual(len(refusals), 2)
+        # Once the cluster is empty, it may be restarted on other shards.
+        await a.stop()
+        await self.node("c", self.urls[:1])
+
+    async def test_dead_node_is_swept_on_every_shard(self) -> None:
+        a, b = await self.node("a"), await self.node("b")
+        rooms = [0, 4]  # one on each shard
+        users = [b"user0", b"user4"]  # one on each shard
+        self.assertEqual(sorted(shard_of(b"%d" % r, 2) for r in rooms), [0, 1])
+        self.assertEqual(sorted(shard_of(u, 2) for u in users), [0, 1])
+        for i, (room, user) in enumerate(zip(rooms, users, strict=True)):
+            await a.enter(room, Member(10 + i, b"a%d" % i), 4, i)
+            self.assertTrue(await b.claim(user))
+            await b.enter(room, Member(20 + i, user), 4, i)
+        b._beat.stop()
+        await b.link.close()
+        await eventually(lambda: len(a.swept) == 2, timeout=10)
+        self.assertEqual(a.swept, ["b", "b"])
+        for room, uid in zip(rooms, (20, 21), strict=True):
+            await eventually(
+                lambda r=room, u=uid: (r, LeaveEvent(u)) in listener(a).events
+            )
+        for user in users:
+            self.assertTrue(await a.claim(user))
+
+    def test_shards_in_the_options(self) -> None:
+        first, second = (redis.url for redis in self.redises)
+        options = ChatOptions()
+        options.parseOptions(["--cluster", f"{first}, {second}"])
+        assert options.cluster is not None
+        self.assertEqual(options.cluster.shards, self.urls)
+        self.assertEqual(options.cluster.layout, f"{first},{second}")
+        with self.assertRaises(usage.UsageError) as raised:
+            ChatOptions().parseOptions(["--cluster", f"{first},{first}"])
+        self.assertIn("names one Redis twice", str(raised.exception))

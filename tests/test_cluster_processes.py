@@ -170,3 +170,34 @@ class NodeDeathTests(SynchronousTestCase):
 
 def chats(client: Client) -> list[bytes]:
     return [e.message for e in client.events if isinstance(e, ChatNotify)]
+
+
+class ShardListTests(SynchronousTestCase):
+    def test_node_given_other_shards_exits(self) -> None:
+        """
+        A node whose --cluster list differs from the running cluster's says
+        so and exits with status 1.
+        """
+        redises = [RedisServer(), RedisServer()]
+        for redis in redises:
+            redis.start()
+            self.addCleanup(redis.close)
+        both = ",".join(redis.url for redis in redises)
+        first = Twistd(
+            ["chatsvc", "--listen", "tcp:0:interface=127.0.0.1", "--cluster", both]
+        )
+        self.addCleanup(first.stop)
+        first.wait_for(r"listening on 127\.0\.0\.1:(\d+)")
+        first.wait_for(r"is up")
+        other = Twistd(
+            [
+                "chatsvc",
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--cluster",
+                redises[0].url,
+            ]
+        )
+        self.addCleanup(other.stop)
+        other.wait_for(r"Not joining the cluster: .* same --cluster list")
+        self.assertEqual(other.process.wait(20), 1)

@@ -43,6 +43,7 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertEqual(from_file.chat, defaults.chat)
         self.assertEqual(from_file.host, defaults.host)
         commented = {"redis", "metrics", "log-file", "web", "cluster", "node-id"}
+        commented |= {"listen-fd", "workers"}
         documented = set(from_file.config_values) | commented
         self.assertEqual(documented, set(defaults.opts) - {"config"})
 

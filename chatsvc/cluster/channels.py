@@ -8,6 +8,7 @@ the nodes that deliver it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -26,8 +27,8 @@ class Channels:
 
     log = Logger()
 
-    def __init__(self, link: RedisLink) -> None:
-        self._link = link
+    def __init__(self, route: Callable[[bytes], RedisLink]) -> None:
+        self._route = route
         self._users: Counter[bytes] = Counter()
         self._pending: dict[bytes, list[Deferred[None]]] = {}
         self._confirmed: set[bytes] = set()
@@ -66,7 +67,7 @@ class Channels:
 
     def _subscribe(self, channel: bytes) -> None:
         try:
-            subscribing = self._link.subscribe(channel)
+            subscribing = self._route(channel).subscribe(channel)
         except ClusterUnavailableError:
             self._done(Failure(), channel)
             return
@@ -87,7 +88,7 @@ class Channels:
         if channel in self._users:
             self._confirmed.add(channel)
         else:
-            self._link.unsubscribe(channel)
+            self._route(channel).unsubscribe(channel)
         for waiter in waiting:
             waiter.callback(None)
 
@@ -102,14 +103,17 @@ class Channels:
         del users[channel]
         if channel in self._confirmed:
             self._confirmed.discard(channel)
-            self._link.unsubscribe(channel)
+            self._route(channel).unsubscribe(channel)
 
-    def resubscribe(self) -> None:
+    def resubscribe(self, link: RedisLink) -> None:
         """
-        The subscriber connection is new: subscribe to every channel in use.
+        C{link}'s subscriber connection is new: subscribe again to every
+        channel in use that goes through it.
         """
-        self._confirmed.clear()
         for channel in self._users:
+            if self._route(channel) is not link:
+                continue
+            self._confirmed.discard(channel)
             if channel not in self._pending:
                 self._pending[channel] = []
                 self._subscribe(channel)

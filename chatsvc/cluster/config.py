@@ -24,13 +24,17 @@ class ClusterConfig:
     """
     How a node joins the cluster.
 
+    @ivar url: the cluster's Redis, or its shards in order: rooms are spread
+        over the shards by a hash of the room number, presence by a hash of
+        the user id, so every node must be given the same shards in the same
+        order.
     @ivar node_timeout: seconds after which a silent node is declared dead.
     @ivar timeout: seconds a Redis command may take before it counts as
         failed.
     @ivar id_block: unique ids the node takes from the shared counter at once.
     """
 
-    url: RedisURL
+    url: RedisURL | tuple[RedisURL, ...]
     node_id: str
     node_timeout: float = 10.0
     timeout: float = 2.0
@@ -44,3 +48,33 @@ class ClusterConfig:
             raise ValueError("node_timeout must be at least 1 second")
         if self.id_block < 1:
             raise ValueError("id_block must be at least 1")
+        if not self.shards:
+            raise ValueError("url must name at least one Redis")
+        if len(set(self.layout.split(","))) < len(self.shards):
+            raise ValueError(f"url names one Redis twice: {self.layout}")
+
+    @property
+    def shards(self) -> tuple[RedisURL, ...]:
+        """
+        The cluster's Redis shards, in order.
+        """
+        return self.url if isinstance(self.url, tuple) else (self.url,)
+
+    @property
+    def layout(self) -> str:
+        """
+        The shards as every node of the cluster must name them (passwords
+        masked).
+        """
+        return ",".join(str(url) for url in self.shards)
+
+
+def parse_shards(value: str) -> RedisURL | tuple[RedisURL, ...]:
+    """
+    The value of C{--cluster}: one Redis URL, or several separated by
+    commas (the shards).
+
+    @raise ValueError: if a URL is not valid.
+    """
+    urls = tuple(RedisURL.parse(part.strip()) for part in value.split(","))
+    return urls[0] if len(urls) == 1 else urls

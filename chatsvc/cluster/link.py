@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import txredisapi
@@ -264,3 +265,80 @@ class RedisLink:
             self._watch.stop()
         await self._commands.disconnect()
         await self._subscriber.disconnect()
+
+
+def shard_of(key: bytes, shards: int) -> int:
+    """
+    The shard of C{key} among C{shards}: a stable hash (CRC-32), the same on
+    every node and every run.
+    """
+    return zlib.crc32(key) % shards if shards > 1 else 0
+
+
+class ShardedLink:
+    """
+    A node's links to every shard of the cluster's Redis: a room's state and
+    stream live on the shard of its number, a user's presence on the shard of
+    its id, the unique id counter on the first shard.
+
+    @ivar shards: the link to each shard, in the configured order.
+    @ivar stats: what went over all of them.
+    """
+
+    def __init__(self, shards: Sequence[RedisLink]) -> None:
+        self.shards = list(shards)
+        self.stats = LinkStats()
+        for link in self.shards:
+            link.stats = self.stats
+        self.timeout = self.shards[0].timeout
+        if len(self.shards) == 1:
+            self.description = self.shards[0].description
+        else:
+            self.description = "cluster Redis shards at " + ", ".join(
+                str(link.url) for link in self.shards
+            )
+
+    def for_room(self, room: int) -> RedisLink:
+        """
+        The link to the shard of C{room}.
+        """
+        return self.shards[shard_of(b"%d" % room, len(self.shards))]
+
+    def for_user(self, user_id: bytes) -> RedisLink:
+        """
+        The link to the shard of C{user_id}'s presence.
+        """
+        return self.shards[shard_of(user_id, len(self.shards))]
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether every connection to every shard is up.
+        """
+        return all(link.connected for link in self.shards)
+
+    def health(self) -> str | None:
+        """
+        A health check: L{None} while every shard's link is up.
+        """
+        problems = [problem for link in self.shards if (problem := link.health())]
+        return "; ".join(problems) or None
+
+    @property
+    def on_messages_end(self) -> Callable[[], None]:
+        """
+        Called after the messages of one read from any shard.
+        """
+        return self.shards[0].on_messages_end
+
+    @on_messages_end.setter
+    def on_messages_end(self, callback: Callable[[], None]) -> None:
+        for link in self.shards:
+            link.on_messages_end = callback
+
+    async def close(self) -> None:
+        """
+        Close the links to every shard.
+        """
+        for link in self.shards:
+            await link.close()

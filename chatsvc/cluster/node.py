@@ -11,12 +11,18 @@ When Redis comes back empty after a restart, each node puts back its own
 users and memberships; when a node learns that the others declared it dead
 (it was too slow), it drops its connections, since everybody was told they
 left, and starts over.
+
+With several Redis shards, each shard holds the rooms and the presence that
+hash to it, and the heartbeat, the sweep and the re-registration run on each
+shard for its part; a node joins only a cluster whose nodes were given the
+same shards.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -28,7 +34,7 @@ from twisted.python.failure import Failure
 from chatsvc.cluster import scripts
 from chatsvc.cluster.channels import Channels
 from chatsvc.cluster.config import ClusterConfig
-from chatsvc.cluster.link import ClusterUnavailableError, RedisLink
+from chatsvc.cluster.link import ClusterUnavailableError, RedisLink, ShardedLink
 from chatsvc.cluster.stream import (
     Event,
     Member,
@@ -82,8 +88,12 @@ class ClusterNode:
         self.config = config
         self.listener = listener
         self.node = config.node_id.encode()
-        self.link = RedisLink(reactor, config.url, timeout=config.timeout)
-        self.channels = Channels(self.link)
+        self.link = ShardedLink(
+            [RedisLink(reactor, url, timeout=config.timeout) for url in config.shards]
+        )
+        self.channels = Channels(self._route)
+        self.refused: str | None = None
+        self.on_refused: Callable[[str], None] = lambda reason: None
         self.swept: list[str] = []
         self.clock = reactor
         self._prefix = config.prefix.encode()
@@ -91,15 +101,17 @@ class ClusterNode:
         self._ids: deque[int] = deque()
         self._fetching = False
         self._id_waiters: list[Deferred[None]] = []
-        self._unsent: list[tuple[scripts.Script, tuple[Any, ...]]] = []
+        self._unsent: dict[RedisLink, list[tuple[scripts.Script, tuple[Any, ...]]]]
+        self._unsent = {shard: [] for shard in self.link.shards}
         self._in_flight: set[Deferred[Any]] = set()
-        self._beating = False
-        self._registered = False
+        self._beating: set[RedisLink] = set()
+        self._joined: set[RedisLink] = set()
         self._beat = LoopingCall(self._heartbeat)
         self._beat.clock = reactor
-        self.link.on_command_up = self._heartbeat
-        self.link.on_subscriber_up = self.channels.resubscribe
-        self.link.on_message = self._message
+        for shard in self.link.shards:
+            shard.on_command_up = self._heartbeat
+            shard.on_subscriber_up = partial(self.channels.resubscribe, shard)
+            shard.on_message = self._message
 
     def start(self) -> None:
         """
@@ -113,6 +125,13 @@ class ClusterNode:
     def _args(self, *args: Any) -> tuple[Any, ...]:
         return (self._prefix, self.node, *args)
 
+    @property
+    def _registered(self) -> bool:
+        """
+        Whether this node is registered with every shard.
+        """
+        return len(self._joined) == len(self.link.shards)
+
     def channel(self, room: int) -> bytes:
         """
         The channel of C{room}'s stream.
@@ -120,6 +139,9 @@ class ClusterNode:
         channel = self._prefix + b"room:%d:stream" % room
         self._rooms_by_channel[channel] = room
         return channel
+
+    def _route(self, channel: bytes) -> RedisLink:
+        return self.link.for_room(self._rooms_by_channel[channel])
 
     def _message(self, channel: bytes, data: bytes) -> None:
         room = self._rooms_by_channel.get(channel)
@@ -145,14 +167,15 @@ class ClusterNode:
 
         @raise ClusterUnavailableError: if Redis is not reachable.
         """
-        await self._send_unsent()
-        return bool(await self.link.run(scripts.CLAIM, *self._args(user_id)) == 1)
+        shard = self.link.for_user(user_id)
+        await self._send_unsent(shard)
+        return bool(await shard.run(scripts.CLAIM, *self._args(user_id)) == 1)
 
     def release(self, user_id: bytes) -> None:
         """
         Log C{user_id} out (later, if Redis is unreachable now).
         """
-        self._background(scripts.RELEASE, user_id)
+        self._background(self.link.for_user(user_id), scripts.RELEASE, user_id)
 
     async def unique_id(self) -> int:
         """
@@ -177,7 +200,8 @@ class ClusterNode:
             return
         self._fetching = True
         count = self.config.id_block
-        fetching = ensureDeferred(self.link.run(scripts.UNIQUE_IDS, *self._args(count)))
+        counter = self.link.shards[0]
+        fetching = ensureDeferred(counter.run(scripts.UNIQUE_IDS, *self._args(count)))
         fetching.addBoth(self._fetched, count)
 
     def _fetched(self, result: Any, count: int) -> None:
@@ -205,11 +229,12 @@ class ClusterNode:
 
         @raise ClusterUnavailableError: if Redis is not reachable.
         """
-        await self._send_unsent()
+        shard = self.link.for_room(room)
+        await self._send_unsent(shard)
         channel = self.channel(room)
         await self.channels.join(channel)
         try:
-            entered = await self.link.run(
+            entered = await shard.run(
                 scripts.ENTER,
                 *self._args(
                     room,
@@ -222,7 +247,9 @@ class ClusterNode:
         except BaseException:
             self.channels.release(channel)
             # The entry may have happened before the answer was lost.
-            self._background(scripts.LEAVE, room, unique_id_field(member.unique_id))
+            self._background(
+                shard, scripts.LEAVE, room, unique_id_field(member.unique_id)
+            )
             raise
         if entered != 1:
             self.channels.release(channel)
@@ -235,7 +262,9 @@ class ClusterNode:
         Leave C{room} (in Redis later, if it is unreachable now); this node
         stops receiving the room's stream if that was its last member there.
         """
-        self._background(scripts.LEAVE, room, unique_id_field(unique_id))
+        self._background(
+            self.link.for_room(room), scripts.LEAVE, room, unique_id_field(unique_id)
+        )
         self.channels.release(self.channel(room))
 
     def publish(self, room: int, token: int, packet: bytes) -> Deferred[Any]:
@@ -244,65 +273,98 @@ class ClusterNode:
 
         @raise ClusterUnavailableError: (or fail with it) if Redis is not reachable.
         """
-        return self.link.publish(
+        return self.link.for_room(room).publish(
             self.channel(room), chat_event(self.node, token, packet)
         )
 
     # Keeping Redis in step
 
-    def _background(self, script: scripts.Script, *args: Any) -> None:
+    def _background(self, shard: RedisLink, script: scripts.Script, *args: Any) -> None:
         full = self._args(*args)
-        if self._unsent:
-            self._unsent.append((script, full))
+        unsent = self._unsent[shard]
+        if unsent:
+            unsent.append((script, full))
             return
-        running = ensureDeferred(self.link.run(script, *full))
+        running = ensureDeferred(shard.run(script, *full))
         self._in_flight.add(running)
 
         def done(result: Any) -> None:
             self._in_flight.discard(running)
             if isinstance(result, Failure):
                 if result.check(ClusterUnavailableError):
-                    self._unsent.append((script, full))
+                    unsent.append((script, full))
                 else:
                     self.log.failure("{script} failed", result, script=script.name)
 
         running.addBoth(done)
 
-    async def _send_unsent(self) -> None:
-        while self._unsent:
-            script, args = self._unsent[0]
-            await self.link.run(script, *args)
-            del self._unsent[0]
+    async def _send_unsent(self, shard: RedisLink) -> None:
+        unsent = self._unsent[shard]
+        while unsent:
+            script, args = unsent[0]
+            await shard.run(script, *args)
+            del unsent[0]
 
     def _heartbeat(self) -> None:
-        if self._beating:
+        if self.refused is not None:
             return
-        self._beating = True
-        beating = ensureDeferred(self._beat_once())
-        beating.addErrback(lambda f: f.trap(ClusterUnavailableError))
-        beating.addErrback(lambda f: self.log.failure("Heartbeat failed", f))
-        self._in_flight.add(beating)
-        beating.addBoth(self._beaten, beating)
+        for shard in self.link.shards:
+            if shard in self._beating:
+                continue
+            self._beating.add(shard)
+            beating = ensureDeferred(self._beat_once(shard))
+            beating.addErrback(lambda f: f.trap(ClusterUnavailableError))
+            beating.addErrback(lambda f: self.log.failure("Heartbeat failed", f))
+            self._in_flight.add(beating)
+            beating.addBoth(self._beaten, shard, beating)
 
-    def _beaten(self, result: Any, beating: Deferred[Any]) -> None:
-        self._beating = False
+    def _beaten(self, result: Any, shard: RedisLink, beating: Deferred[Any]) -> None:
+        self._beating.discard(shard)
         self._in_flight.discard(beating)
 
-    async def _beat_once(self) -> None:
-        timeout_ms = int(self.config.node_timeout * 750)
-        if not self._registered:
-            await self.link.run(scripts.RESET, *self._args("start", timeout_ms))
-            self._registered = True
+    async def _join(self, shard: RedisLink) -> None:
+        """
+        Register this node with C{shard}, sweeping what an earlier process
+        with its id left there, unless the cluster's nodes were given other
+        shards than this one.
+        """
+        layout = self.config.layout
+        current = await shard.run(scripts.JOIN, *self._args(layout))
+        if current != 1:
+            self._refuse(
+                f"this node was given the shards {layout} but the cluster's"
+                f" nodes use {bytes(current).decode('utf-8', 'replace')}; every"
+                " node must be given the same --cluster list, in the same order"
+            )
             return
-        reply = await self.link.run(scripts.HEARTBEAT, *self._args(timeout_ms))
+        timeout_ms = int(self.config.node_timeout * 750)
+        await shard.run(scripts.RESET, *self._args("start", timeout_ms))
+        self._joined.add(shard)
+
+    def _refuse(self, reason: str) -> None:
+        if self.refused is not None:
+            return
+        self.refused = reason
+        if self._beat.running:
+            self._beat.stop()
+        self.log.error("Not joining the cluster: {reason}", reason=reason)
+        self.on_refused(reason)
+
+    async def _beat_once(self, shard: RedisLink) -> None:
+        if shard not in self._joined:
+            await self._join(shard)
+            return
+        timeout_ms = int(self.config.node_timeout * 750)
+        reply = await shard.run(scripts.HEARTBEAT, *self._args(timeout_ms))
         state, *swept = reply if isinstance(reply, list) else [reply]
         for node in swept:
             name = node.decode("utf-8", "replace")
             self.swept.append(name)
             self.log.warn(
                 "Node {node} stopped answering: its users left their rooms and"
-                " were logged out",
+                " were logged out{where}",
                 node=name,
+                where="" if len(self.link.shards) == 1 else f" on {shard.description}",
             )
         if state == -1:
             self.log.error(
@@ -310,27 +372,32 @@ class ClusterNode:
                 " users and starting over",
                 node=self.config.node_id,
             )
-            self._unsent.clear()
-            self._registered = False
+            for unsent in self._unsent.values():
+                unsent.clear()
+            # Every shard sweeps what is left of this node when it joins again.
+            self._joined.clear()
             self.listener.drop_users(None)
-            await self.link.run(scripts.RESET, *self._args("start", timeout_ms))
-            self._registered = True
+            await self._join(shard)
         elif state == 0:
-            await self._register()
-        await self._send_unsent()
+            await self._register(shard)
+        await self._send_unsent(shard)
 
-    async def _register(self) -> None:
+    async def _register(self, shard: RedisLink) -> None:
         """
-        Put this node's users and memberships (back) into Redis.
+        Put this node's users and memberships on C{shard} (back) into Redis.
         """
         lost = []
         count = 0
+        link = self.link
         for user_id, membership in list(self.listener.local_users()):
-            args: tuple[Any, ...] = (user_id,)
-            if membership is not None:
+            mine = link.for_user(user_id) is shard
+            args: tuple[Any, ...] = (user_id if mine else b"",)
+            if membership is not None and link.for_room(membership[0]) is shard:
                 room, member = membership
                 args += (room, unique_id_field(member.unique_id), member_record(member))
-            answer = await self.link.run(scripts.REGISTER, *self._args(*args))
+            elif not mine:
+                continue
+            answer = await shard.run(scripts.REGISTER, *self._args(*args))
             if answer != 1:
                 lost.append(user_id)
             count += 1
@@ -338,14 +405,14 @@ class ClusterNode:
             self.log.info(
                 "Registered this node's {count} users with {redis}",
                 count=count,
-                redis=self.link.description,
+                redis=shard.description,
             )
         if lost:
             self.log.warn(
                 "{count} users of this node logged in elsewhere while {redis} was"
                 " away; disconnecting them here",
                 count=len(lost),
-                redis=self.link.description,
+                redis=shard.description,
             )
             self.listener.drop_users(lost)
 
@@ -357,13 +424,16 @@ class ClusterNode:
         if self._beat.running:
             self._beat.stop()
         await DeferredList(list(self._in_flight))
-        if self._registered:
+        for shard in self.link.shards:
+            if shard not in self._joined:
+                continue
             try:
-                await self.link.run(scripts.RESET, *self._args("stop"))
+                await shard.run(scripts.RESET, *self._args("stop"))
             except ClusterUnavailableError as e:
                 self.log.warn(
-                    "Could not take this node out of the cluster ({error}); the"
+                    "Could not take this node out of {redis} ({error}); the"
                     " other nodes will within {timeout} s",
+                    redis=shard.description,
                     error=e,
                     timeout=self.config.node_timeout,
                 )

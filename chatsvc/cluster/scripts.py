@@ -17,7 +17,12 @@ Keys under the prefix C{P}:
     - C{P dead:N}: node C{N} was declared dead (expires after a day);
     - C{P user:U}: the node user C{U} is logged in on;
     - C{P room:R}: hash, unique id -> member record, of room C{R};
-    - C{P uid}: the unique id counter.
+    - C{P uid}: the unique id counter (on the first shard);
+    - C{P shards}: the shards the nodes were given (on every shard).
+
+With several shards, each holds the keys of the rooms and users that hash
+to it, and its own C{nodes}, C{node:N} and C{dead:N} keys: every shard
+sweeps its part of a dead node.
 
 A room's events are published on the channel C{P room:R:stream}; the
 enter and leave events are published by the scripts that change the
@@ -111,17 +116,21 @@ return 1
 #: Put back what this node holds after Redis lost it (restarted empty): one
 #: user and, if it is in a room, its membership, without notifies. 1, or 0
 #: if another node has the user id now, or -1 if this node was declared dead.
-#: ARGV: prefix, node, user id[, room, unique id field, member record].
+#: An empty user id puts back the membership only (the user's presence is on
+#: another shard). ARGV: prefix, node, user id[, room, unique id field,
+#: member record].
 REGISTER = Script(
     "register",
     "local p, node, user = ARGV[1], ARGV[2], ARGV[3]\n"
     + _DEAD
     + """
-local key = p .. 'user:' .. user
-local owner = redis.call('GET', key)
-if owner and owner ~= node then return 0 end
-redis.call('SET', key, node)
-redis.call('SADD', p .. 'node:' .. node .. ':users', user)
+if user ~= '' then
+    local key = p .. 'user:' .. user
+    local owner = redis.call('GET', key)
+    if owner and owner ~= node then return 0 end
+    redis.call('SET', key, node)
+    redis.call('SADD', p .. 'node:' .. node .. ':users', user)
+end
 if ARGV[4] then
     redis.call('HSET', p .. 'room:' .. ARGV[4], ARGV[5], ARGV[6])
     redis.call('HSET', p .. 'node:' .. node .. ':rooms', ARGV[5], ARGV[4])
@@ -198,6 +207,26 @@ if ARGV[3] == 'start' then
     redis.call('SET', p .. 'node:' .. node, '1', 'PX', ARGV[4])
     redis.call('SADD', p .. 'nodes', node)
 end
+return 1
+""",
+)
+
+#: Check that this node was given the same shards as the cluster's live
+#: nodes: 1 (and the shards are recorded), or the shards the others use.
+#: ARGV: prefix, node, the shards (C{ClusterConfig.layout}).
+JOIN = Script(
+    "join",
+    """
+local p, node, layout = ARGV[1], ARGV[2], ARGV[3]
+local current = redis.call('GET', p .. 'shards')
+if current and current ~= layout then
+    for _, other in ipairs(redis.call('SMEMBERS', p .. 'nodes')) do
+        if other ~= node and redis.call('EXISTS', p .. 'node:' .. other) == 1 then
+            return current
+        end
+    end
+end
+redis.call('SET', p .. 'shards', layout)
 return 1
 """,
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 from twisted.python import reflect, usage
@@ -93,6 +93,32 @@ class ConfigFileOptions(usage.Options):
                 raise usage.UsageError(f"{path}: {key}: {e}") from None
         return values
 
+    def command_line(self, exclude: Iterable[str] = ()) -> list[str]:
+        """
+        Arguments that give another process these options: C{--config} if a
+        file was read, and every option the command line set, except
+        C{exclude} (secrets in the file stay out of the process list).
+        """
+        skip = set(exclude) | _NOT_IN_FILE
+        args = [f"--config={self['config']}"] if self["config"] else []
+        for name, default, flag in self._known():
+            value = self.opts.get(name)
+            if name in skip or value is None or value == default:
+                continue
+            if name in self.config_values and value == self.config_values[name]:
+                continue
+            args.append(f"--{name}" if flag else f"--{name}={value}")
+        return args
+
+    def _known(self) -> list[tuple[str, Any, bool]]:
+        parameters: list[list[Any]] = []
+        flags: list[list[Any]] = []
+        reflect.accumulateClassList(type(self), "optParameters", parameters)
+        reflect.accumulateClassList(type(self), "optFlags", flags)
+        return [(p[0], p[2], False) for p in parameters] + [
+            (f[0], 0, True) for f in flags
+        ]
+
     def config_error(self, error: ValueError) -> usage.UsageError:
         """
         Turn a settings error (its message starts with the setting's name)
@@ -122,6 +148,8 @@ def _parameter(parameter: list[Any], value: object) -> Any:
         expected, kind = (int,), "a whole number"
     elif isinstance(default, float):
         expected, kind = (int, float), "a number"
+    elif default is None and coerce is not None:
+        expected, kind = (int, str), "a whole number or a string"
     else:
         expected, kind = (str,), "a string"
     if isinstance(value, bool) or not isinstance(value, expected):

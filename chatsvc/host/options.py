@@ -9,13 +9,26 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
-from chatsvc.cluster.config import ClusterConfig, default_node_id
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.python import usage
+
+from chatsvc.cluster.config import ClusterConfig, default_node_id, parse_shards
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.config import ConfigFileOptions
 from chatsvc.host.logs import LogSettings, parse_levels, use_with_twistd
 from chatsvc.host.redis_login import RedisURL
 from chatsvc.host.settings import HostConfig
+from chatsvc.host.workers import (
+    SHAREABLE,
+    WorkerPlan,
+    adopted_endpoint,
+    endpoint_type,
+    refusal,
+    shift_port,
+    worker_count,
+)
 from chatsvc.net.config import NetConfig
+from chatsvc.net.connection import default_reactor
 from chatsvc.web.site import OriginPolicy
 
 DEFAULT_LISTEN = "tcp:11021:backlog=1024"
@@ -36,6 +49,7 @@ def _non_negative(convert: Callable[[str], _N], doc: str) -> Callable[[str], _N]
 _count = _non_negative(int, "A whole number, 0 or more.")
 _seconds = _non_negative(float, "Seconds, 0 or more.")
 _number = _non_negative(float, "A number, 0 or more.")
+_fd = _non_negative(int, "A file descriptor number.")
 
 
 class NetOptions(ConfigFileOptions):
@@ -137,6 +151,14 @@ class NetOptions(ConfigFileOptions):
             " e.g. info,chatsvc.net=debug (debug, info, warn, error, critical).",
         ],
         ["eventlog-source", None, "chatsvc", "Windows Event Log source name."],
+        [
+            "listen-fd",
+            None,
+            None,
+            "Accept on this inherited listening socket (a file descriptor)"
+            " instead of opening --listen; --workers gives each worker one.",
+            _fd,
+        ],
     ]
     optFlags: ClassVar[list[Any]] = [
         ["log-syslog", None, "Also log to syslog (POSIX)."],
@@ -161,9 +183,13 @@ class NetOptions(ConfigFileOptions):
         Every option's value, secrets masked, for the start-up log.
         """
         values = {key: value for key, value in self.opts.items() if value is not None}
-        for key in ("redis", "cluster"):
-            if values.get(key):
-                values[key] = str(RedisURL.parse(str(values[key])))
+        if values.get("redis"):
+            values["redis"] = str(RedisURL.parse(str(values["redis"])))
+        if values.get("cluster"):
+            values["cluster"] = ",".join(
+                str(RedisURL.parse(url.strip()))
+                for url in str(values["cluster"]).split(",")
+            )
         return values
 
     def log_settings(self) -> LogSettings:
@@ -192,6 +218,12 @@ class NetOptions(ConfigFileOptions):
             raise self.config_error(e) from None
         if self.logging != LogSettings():
             use_with_twistd(self.logging, getattr(self, "parent", None))
+        self.endpoint: str | IStreamServerEndpoint = self["listen"]
+        if self["listen-fd"] is not None:
+            try:
+                self.endpoint = adopted_endpoint(default_reactor(), self["listen-fd"])
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
 
 
 class EchoOptions(NetOptions):
@@ -255,8 +287,9 @@ class ChatOptions(SendQueueOptions):
             None,
             None,
             "Serve one chat with the other nodes that use this Redis URL"
-            " (redis://[user:password@]host:port/db); without it this server is"
-            " the whole chat.",
+            " (redis://[user:password@]host:port/db), or these Redis shards"
+            " (URLs separated by commas, the same list on every node); without"
+            " it this server is the whole chat.",
         ],
         ["node-id", None, None, "This node's name in the cluster (default host-pid)."],
         [
@@ -267,6 +300,14 @@ class ChatOptions(SendQueueOptions):
             _seconds,
         ],
         ["cluster-key-prefix", None, "chatsvc:", "Prefix of the cluster's Redis keys."],
+        [
+            "workers",
+            None,
+            None,
+            "Run this many chatsvc processes on the one --listen socket, each a"
+            " node of the --cluster, supervised (0 or auto: one per core).",
+            worker_count,
+        ],
         [
             "web",
             None,
@@ -304,7 +345,7 @@ class ChatOptions(SendQueueOptions):
             self.redis = RedisURL.parse(self["redis"]) if self["redis"] else None
             self.cluster = (
                 ClusterConfig(
-                    RedisURL.parse(self["cluster"]),
+                    parse_shards(self["cluster"]),
                     self["node-id"] or default_node_id(),
                     node_timeout=self["node-timeout"],
                     prefix=self["cluster-key-prefix"],
@@ -320,3 +361,47 @@ class ChatOptions(SendQueueOptions):
             )
         except ValueError as e:
             raise self.config_error(e) from None
+        self.workers = None if self["workers"] is None else self.worker_plan()
+
+    def worker_plan(self) -> WorkerPlan:
+        """
+        What C{--workers} runs, once the options are known to allow it.
+        """
+        problem = refusal(default_reactor())
+        if problem is not None:
+            raise usage.UsageError(problem)
+        if self.cluster is None:
+            raise usage.UsageError(
+                "--workers runs every worker as a node of one cluster:"
+                " give --cluster redis://HOST:PORT/DB as well"
+            )
+        if self["listen-fd"] is not None:
+            raise usage.UsageError("--workers and --listen-fd exclude each other")
+        if self["web"] is not None:
+            raise usage.UsageError(
+                "--web is served by one process, not by --workers: serve it from"
+                " a node of the same cluster started without --workers"
+            )
+        kind = endpoint_type(self["listen"])
+        if kind not in SHAREABLE:
+            raise usage.UsageError(
+                f"--workers shares tcp:, tcp6: and unix: listeners, not {kind}:"
+            )
+        if self["metrics"] is not None:
+            try:
+                shift_port(self["metrics"], 0)
+            except ValueError as e:
+                raise usage.UsageError(
+                    f"--metrics with --workers: {e} (worker N serves its metrics"
+                    " on that port + N - 1)"
+                ) from None
+        return WorkerPlan(
+            count=self["workers"],
+            args=self.command_line(
+                exclude={"workers", "listen-fd", "node-id", "metrics", "log-file"}
+            ),
+            node_id=self.cluster.node_id,
+            metrics=self["metrics"],
+            log_file=self["log-file"],
+            stop_timeout=self["shutdown-grace"] + 10.0,
+        )

@@ -7,6 +7,7 @@ application attaches to its own C{MultiService}.
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 from collections.abc import Callable, Iterable
 from types import FrameType
@@ -21,7 +22,13 @@ from twisted.internet.defer import (
     maybeDeferred,
 )
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.logger import Logger
 
 from chatsvc._version import __version__
@@ -40,6 +47,14 @@ from chatsvc.host.metrics import (
 from chatsvc.host.options import ChatOptions, EchoOptions, NetOptions, SendQueueOptions
 from chatsvc.host.redis_login import RedisLogin, RedisURL
 from chatsvc.host.settings import HostConfig
+from chatsvc.host.workers import (
+    SUPERVISOR_ENV,
+    ListenWhenReady,
+    WorkerPlan,
+    WorkerSupervisor,
+    exit_status_at_exit,
+    watch_supervisor,
+)
 from chatsvc.net.config import NetConfig
 from chatsvc.net.connection import LimitedFactory, default_reactor, describe_peer
 from chatsvc.net.echo import EchoFactory
@@ -48,6 +63,9 @@ from chatsvc.protocol import PacketId
 from chatsvc.web.site import chat_site
 
 log = Logger()
+
+#: Where a stage listens: an endpoint string, or an endpoint.
+Endpoint = str | IStreamServerEndpoint
 
 
 class ListeningService(Service):
@@ -59,7 +77,11 @@ class ListeningService(Service):
     """
 
     def __init__(
-        self, name: str, endpoint: str, factory: IProtocolFactory, reactor: IReactorTime
+        self,
+        name: str,
+        endpoint: Endpoint,
+        factory: IProtocolFactory,
+        reactor: IReactorTime,
     ) -> None:
         self.setName(name)
         self.endpoint = endpoint
@@ -70,7 +92,10 @@ class ListeningService(Service):
 
     def startService(self) -> None:
         super().startService()
-        listening = serverFromString(self.reactor, self.endpoint).listen(self.factory)
+        endpoint = self.endpoint
+        if isinstance(endpoint, str):
+            endpoint = serverFromString(self.reactor, endpoint)
+        listening = endpoint.listen(self.factory)
         failures: list[Any] = []
         listening.addCallbacks(self._listening, failures.append)
         if failures:
@@ -78,6 +103,10 @@ class ListeningService(Service):
             raise failures[0].value
 
     def _listening(self, port: IListeningPort) -> None:
+        if not self.running:
+            # Stopped while the endpoint was getting ready to listen.
+            port.stopListening()
+            return
         self.port = port
         log.info(
             "chatsvc {stage} listening on {address} ({reactor})",
@@ -106,7 +135,7 @@ class StageService(MultiService):
     def __init__(
         self,
         stage: str,
-        endpoint: str,
+        endpoint: Endpoint,
         factory: LimitedFactory,
         host: HostConfig,
         reactor: IReactorTime,
@@ -173,7 +202,7 @@ class StageService(MultiService):
 
 
 def echo_service(
-    endpoint: str,
+    endpoint: Endpoint,
     config: NetConfig,
     reactor: IReactorTime | None = None,
     host: HostConfig | None = None,
@@ -194,7 +223,7 @@ def echo_service(
 
 
 def sendqueue_service(
-    endpoint: str,
+    endpoint: Endpoint,
     config: NetConfig,
     reactor: IReactorTime | None = None,
     host: HostConfig | None = None,
@@ -223,7 +252,7 @@ class ChatService(StageService):
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: Endpoint,
         config: NetConfig,
         chat: ChatConfig,
         login: LoginBackend,
@@ -288,7 +317,7 @@ class ChatService(StageService):
             log.info(
                 "Node {node} of the cluster at {redis}",
                 node=self.cluster.node.config.node_id,
-                redis=self.cluster.node.config.url,
+                redis=self.cluster.node.link.description,
             )
             self.cluster.node.start()
 
@@ -314,7 +343,7 @@ class ChatService(StageService):
 
 
 def chat_service(
-    endpoint: str,
+    endpoint: Endpoint,
     config: NetConfig,
     chat: ChatConfig,
     redis: RedisURL | None = None,
@@ -362,8 +391,16 @@ def exit_cleanly_on_signals(reactor: _RunningReactor) -> None:
     status 0 (twistd's own handlers re-raise the signal after the shutdown).
     """
 
+    stopping = False
+
     def stop(number: int, frame: FrameType | None) -> None:
-        log.info("Received {signal}, shutting down", signal=signal.Signals(number).name)
+        nonlocal stopping
+        name = signal.Signals(number).name
+        if stopping:
+            log.info("Received {signal}, already shutting down", signal=name)
+            return
+        stopping = True
+        log.info("Received {signal}, shutting down", signal=name)
         reactor.callFromThread(reactor.stop)
 
     def install() -> None:
@@ -386,7 +423,7 @@ def make_echo_service(options: EchoOptions) -> IService:
     C{twistd chatsvc-echo}.
     """
     return _twistd_service(
-        echo_service(options["listen"], options.net, host=options.host), options
+        echo_service(options.endpoint, options.net, host=options.host), options
     )
 
 
@@ -396,7 +433,7 @@ def make_sendqueue_service(options: SendQueueOptions) -> IService:
     """
     return _twistd_service(
         sendqueue_service(
-            options["listen"],
+            options.endpoint,
             options.net,
             host=options.host,
             disconnect_unknown=options["disconnect-unknown"],
@@ -407,19 +444,67 @@ def make_sendqueue_service(options: SendQueueOptions) -> IService:
 
 def make_chat_service(options: ChatOptions) -> IService:
     """
-    C{twistd chatsvc}.
+    C{twistd chatsvc}: the chat server, or with C{--workers} the workers'
+    supervisor.
     """
-    return _twistd_service(
-        chat_service(
-            options["listen"],
-            options.net,
-            options.chat,
-            options.redis,
-            host=options.host,
-            redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
-            redis_timeout=options["redis-timeout"],
-            disconnect_unknown=options["disconnect-unknown"],
-            cluster=options.cluster,
-        ),
-        options,
+    if options.workers is not None:
+        return _supervisor(options, options.workers)
+    service = chat_service(
+        options.endpoint,
+        options.net,
+        options.chat,
+        options.redis,
+        host=options.host,
+        redis_key_prefix=options["redis-key-prefix"].encode("utf-8"),
+        redis_timeout=options["redis-timeout"],
+        disconnect_unknown=options["disconnect-unknown"],
+        cluster=options.cluster,
     )
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor is not None and options["listen-fd"] is not None:
+        _as_worker(service, int(supervisor))
+    if service.cluster is not None:
+        service.cluster.node.on_refused = _stop_refused
+    return _twistd_service(service, options)
+
+
+def _stop_refused(reason: str) -> None:
+    """
+    Stop a node the cluster did not let join, with exit status 1.
+    """
+    exit_status_at_exit(1)
+    reactor = cast(IReactorCore, default_reactor())
+    if reactor.running:
+        reactor.stop()
+
+
+def _as_worker(service: ChatService, supervisor: int) -> None:
+    """
+    Make C{service} a worker of the supervisor with process id
+    C{supervisor}: it takes connections once its cluster link is up, and
+    stops when the supervisor is gone.
+    """
+    reactor = cast(IReactorCore, default_reactor())
+    reactor.callWhenRunning(watch_supervisor, reactor, supervisor)
+    cluster = service.cluster
+    endpoint = service.listener.endpoint
+    if cluster is not None and not isinstance(endpoint, str):
+        service.listener.endpoint = ListenWhenReady(
+            endpoint,
+            lambda: cluster.node.link.connected,
+            cast(IReactorTime, reactor),
+            cluster.node.config.node_timeout,
+        )
+
+
+def _supervisor(options: NetOptions, plan: WorkerPlan) -> IService:
+    reactor = default_reactor()
+    supervisor = WorkerSupervisor(options["listen"], plan, reactor)
+    exit_cleanly_on_signals(cast(_RunningReactor, reactor))
+
+    def exit_status() -> None:
+        if not supervisor.clean:
+            exit_status_at_exit(1)
+
+    cast(IReactorCore, reactor).addSystemEventTrigger("after", "shutdown", exit_status)
+    return supervisor

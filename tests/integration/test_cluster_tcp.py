@@ -6,6 +6,7 @@ clients spread over them.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 from prometheus_client import generate_latest
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -13,6 +14,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs
 
 from chatsvc.cluster.config import ClusterConfig
+from chatsvc.cluster.link import shard_of
 from chatsvc.cluster.node import ClusterNode
 from chatsvc.content.chat import ChatConfig
 from chatsvc.host.redis_login import RedisURL
@@ -32,6 +34,7 @@ from chatsvc.protocol import (
 )
 from tests.integration.base import LOOPBACK, IntegrationTestCase, wait_all
 from tests.support import (
+    ExternalRedis,
     PacketClient,
     RedisServer,
     eventually,
@@ -50,12 +53,16 @@ async def pause(seconds: float) -> None:
 
 class ClusterTestCase(IntegrationTestCase):
     """
-    Starts nodes of one cluster on a Redis of the test's own.
+    Starts nodes of one cluster on a Redis of the test's own, or on
+    C{shards} of them.
     """
+
+    shards = 1
 
     def setUp(self) -> None:
         super().setUp()
-        self.redis = start_redis(self)
+        self.redises = [start_redis(self, shard) for shard in range(self.shards)]
+        self.redis = self.redises[0]
         self.ports: list[int] = []
         self.services: list[ChatService] = []
 
@@ -69,7 +76,7 @@ class ClusterTestCase(IntegrationTestCase):
                 chat or ChatConfig(chat_rate=0),
                 reactor=reactor,
                 cluster=ClusterConfig(
-                    RedisURL.parse(self.redis.url),
+                    self.cluster_url(),
                     f"node-{len(self.ports) + 1}",
                     node_timeout=node_timeout,
                 ),
@@ -79,6 +86,26 @@ class ClusterTestCase(IntegrationTestCase):
         for node in self.nodes():
             await eventually(lambda n=node: n._registered)
         return self.ports
+
+    def cluster_url(self) -> RedisURL | tuple[RedisURL, ...]:
+        urls = tuple(RedisURL.parse(redis.url) for redis in self.redises)
+        return urls[0] if len(urls) == 1 else urls
+
+    def shard(self, key: bytes) -> RedisServer | ExternalRedis:
+        """
+        The Redis holding C{key} (a room number or a user id).
+        """
+        return self.redises[shard_of(key, len(self.redises))]
+
+    def command_counts(self) -> Counter[str]:
+        """
+        The commands every Redis server of the cluster ran so far.
+        """
+        servers = {redis.server: redis for redis in self.redises}
+        counts: Counter[str] = Counter()
+        for redis in servers.values():
+            counts.update(command_counts(redis.command("INFO", "commandstats")))
+        return counts
 
     async def spread(self, count: int) -> list[PacketClient]:
         """
@@ -268,19 +295,19 @@ class ClusterRoomTests(ClusterTestCase):
         clients = await self.spread(4)
         for i, client in enumerate(clients):
             await self.enter(client, f"m{i}")
-        before = command_counts(self.redis.command("INFO", "commandstats"))
+        before = self.command_counts()
         for i in range(10):
             self.assertEqual(
                 await self.request(clients[0], chat_request(f"c{i}"), CHAT), 0
             )
         await wait_all(clients, lambda c: len(chats(c)) == 10)
-        after = command_counts(self.redis.command("INFO", "commandstats"))
+        after = self.command_counts()
         delta = {k: after[k] - before.get(k, 0) for k in after}
         self.assertEqual(delta.get("publish"), 10)
         others = {
             k: v
             for k, v in delta.items()
-            if v and k not in ("publish", "evalsha", "eval", "info")
+            if v and k not in ("publish", "evalsha", "eval", "info", "select")
         }
         self.assertEqual(others, {})
 
@@ -300,7 +327,8 @@ class ClusterFailureTests(ClusterTestCase):
         await self.enter(alice, "alice")
         await self.enter(bob, "bob")
         with capturedLogs() as events:
-            self.redis.stop()
+            for redis in self.redises:
+                redis.stop()
             await eventually(lambda: not any(n.link.connected for n in self.nodes()))
             self.assertEqual(await self.request(alice, chat_request("lost"), CHAT), 62)
             [carol] = await self.spread(1)
@@ -309,27 +337,30 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertNotIn(b"lost", chats(bob) + chats(alice))
         self.assertFalse(alice.lost.called or bob.lost.called)
         down = [e for e in events if "is down" in e.get("log_format", "")]
-        self.assertEqual(len(down), 2)  # one per node
+        self.assertEqual(len(down), 2 * self.shards)  # one per node and shard
 
     async def test_redis_restarted_empty(self) -> None:
         ann_key, room_key = "chatsvc:user:ann", "chatsvc:room:0"
+        ann_shard, room_shard = self.shard(b"ann"), self.shard(b"0")
         await self.start_nodes(2)
         alice, bob, ann = await self.spread(3)
         await self.enter(alice, "alice")
         await self.enter(bob, "bob")
         self.assertEqual(await self.login(ann, "ann"), 0)
-        self.redis.stop()
+        for redis in self.redises:
+            redis.stop()
         await eventually(lambda: not any(n.link.connected for n in self.nodes()))
-        if not isinstance(self.redis, RedisServer):
-            self.redis.command("FLUSHALL")
-        self.redis.start()
+        for redis in self.redises:
+            if not isinstance(redis, RedisServer):
+                redis.command("FLUSHDB")
+            redis.start()
         await eventually(lambda: all(n.link.connected for n in self.nodes()))
-        await eventually(lambda: b"node-1" in self.redis.command("GET", ann_key))
+        await eventually(lambda: b"node-1" in ann_shard.command("GET", ann_key))
         # No ghosts, no duplicates: the same two members, ids still taken.
         [dup] = await self.spread(1)
         self.assertEqual(await self.login(dup, "alice"), 31)
         self.assertEqual(await self.login(dup, "ann"), 31)
-        await eventually(lambda: self.redis.command("HLEN", room_key) == b":2\r\n")
+        await eventually(lambda: room_shard.command("HLEN", room_key) == b":2\r\n")
         before = len(notifies(alice))
         await eventually(
             lambda: all(
@@ -342,3 +373,27 @@ class ClusterFailureTests(ClusterTestCase):
         self.assertEqual(await self.request(ann, enter_room_request(0), ENTER), 0)
         [listing] = [e for e in ann.events if isinstance(e, UserList)]
         self.assertEqual(sorted(user for _, user in listing.users), [b"alice", b"bob"])
+
+
+class ShardedClusterBasicsTests(ClusterBasicsTests):
+    """
+    The basics on a cluster of two Redis shards.
+    """
+
+    shards = 2
+
+
+class ShardedClusterRoomTests(ClusterRoomTests):
+    """
+    Rooms across nodes on a cluster of two Redis shards.
+    """
+
+    shards = 2
+
+
+class ShardedClusterFailureTests(ClusterFailureTests):
+    """
+    Redis down and restarted empty, every shard at once.
+    """
+
+    shards = 2
