@@ -14,7 +14,6 @@ import ctypes
 import functools
 import os
 import platform
-import shutil
 import signal
 import socket
 import statistics
@@ -31,6 +30,7 @@ from chatsvc.loadtest.procinfo import cgroup_v1
 
 BENCH = Path(__file__).resolve().parent
 PEERS = BENCH / "peers"
+REPO = BENCH.parent
 SATURATED_LOAD_CPU = 85.0
 """Load CPU % (of one core) above which the load generator may be the limit."""
 PR_SET_PDEATHSIG = 1
@@ -64,16 +64,19 @@ def spawn(
     nice: int,
     stdout: IO[bytes] | int,
     stderr: IO[bytes] | int | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """
     Start a child in its own session (a Ctrl-C reaches only us; we stop it),
-    pinned to C{cores} at niceness C{nice}. C{stderr} None: ours.
+    pinned to C{cores} at niceness C{nice}, in directory C{cwd} (None: ours).
+    C{stderr} None: ours.
     """
     return subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
         stdout=stdout,
         stderr=stderr,
+        cwd=cwd,
         start_new_session=True,
         preexec_fn=functools.partial(_child_setup, cores, nice),
     )
@@ -129,13 +132,14 @@ def serving(
     stderr: int | None = None,
     start_timeout: float = 20.0,
     stop_timeout: float = 5.0,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """
-    Run the server C{argv}, its output appended to C{log}, from the moment it
-    accepts on C{port} until the block ends.
+    Run the server C{argv} in directory C{cwd}, its output appended to C{log},
+    from the moment it accepts on C{port} until the block ends.
     """
     with log.open("ab") as output:
-        process = spawn(argv, cores, nice, output, stderr)
+        process = spawn(argv, cores, nice, output, stderr, cwd)
         try:
             wait_for_port(process, port, log, start_timeout)
             yield process
@@ -245,17 +249,14 @@ def sysctl_at_least(name: str, value: int) -> Iterator[str]:
         path.write_text(str(before))
 
 
-def twistd_path() -> Path:
+def twistd_command(python: str = sys.executable) -> list[str]:
     """
-    Return the twistd script of this interpreter's environment.
+    Return the command that runs twistd on C{python}. Run it from the root of
+    a chatsvc checkout: twistd finds the chatsvc plugins through the current
+    directory's C{twisted/plugins} (an editable install does not put them on
+    C{twisted.plugins}' path).
     """
-    beside = Path(sys.executable).parent / "twistd"
-    if beside.exists():
-        return beside
-    found = shutil.which("twistd")
-    if found is None:
-        raise SystemExit("twistd not found: install chatsvc in this environment")
-    return Path(found)
+    return [python, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def choose_cores(

@@ -2,28 +2,37 @@
 The chat benchmark: chatsvc's chat stage under fan-out, many connections and a
 Redis login storm, next to a uvloop chat server, in one command.
 
-    python bench/chat.py [--seconds S] [--rounds R] [--quick] [--json FILE]
-                         [--profile DIR]
+    python bench/chat.py [--load-command ../shared/tools/chatload.c]
+                         [--seconds S] [--rounds R] [--quick] [--json FILE]
+                         [--old-chatsvc DIR] [--profile DIR]
 
 Servers, each its own process started here on a free loopback port:
 
-- ``chatsvc``: ``twistd -n --pidfile= chatsvc`` with ``--chat-rate 0``,
-  ``--max-connections-per-ip 0`` (every bot is on 127.0.0.1),
-  ``--login-timeout 0`` (the capacity test connects 10,000 bots before any
-  logs in) and room capacity 100 (``--chatsvc-arg`` adds options, e.g.
-  ``--log-level=warn``);
+- ``chatsvc``: ``twistd -n --pidfile= --reactor=chatsvc-epoll chatsvc`` with
+  ``--chat-rate 0``, ``--max-connections-per-ip 0`` (every bot is on
+  127.0.0.1), ``--login-timeout 0`` (the capacity test connects 10,000 bots
+  before any logs in) and room capacity 100 (``--chatsvc-arg`` adds options,
+  e.g. ``--log-level=warn``; ``--reactor`` chooses another reactor);
 - ``uvloop-chat``: ``bench/peers/uvloop_chat.py``, the same protocol and
-  notifies on uvloop, writes coalesced per client per loop pass.
+  notifies on uvloop, writes coalesced per client per loop pass;
+- with ``--old-chatsvc DIR``, also the chatsvc of another checkout (on its
+  ``.venv``'s Python if it has one, on Twisted's default reactor), e.g. the
+  code before a change, in the same rounds.
 
-Load: ``chatsvc-bench`` (``python -m chatsvc.loadtest.cli``), one load
-process, JSON output. The servers are pinned to the first core this process
-may use, the load (and redis-server) to the others; both run at niceness
-``--nice`` (-10 as root) so that other work on a shared machine takes less of
-their CPU. Where the load has a single core, each server gets half a core
-under the maximum fan-out loads (``--server-cpu``, a cgroup CPU quota): one
-load process checking every notify is no faster than a server sending them,
-and without the limit it, not the server, sets the pace. Servers alternate
-within each round (A B A B ...), and the table gives the median over rounds.
+Load of the fan-out test: ``--load-command PATH``, chatload (the C load
+generator of ``../shared/tools``; given its ``.c`` source, it is built with
+the C compiler into ``~/.cache/chatsvc-bench``), or by default
+``chatsvc-bench`` (``python -m chatsvc.loadtest.cli``). The capacity and
+login tests always use ``chatsvc-bench``. The servers are pinned to the first
+core this process may use, the load (and redis-server) to the others; both
+run at niceness ``--nice`` (-10 as root) so that other work on a shared
+machine takes less of their CPU. A run whose load generator used
+``--saturated`` % of its core or more measured the load generator, not the
+server: it is marked INVALID, and no ratio or verdict comes from it. With
+``chatsvc-bench`` on a single core, each server gets half a core under the
+maximum fan-out loads (``--server-cpu``, a cgroup CPU quota), so that its
+rows can be valid at all. Servers alternate within each round (A B A B ...),
+and the table gives the median over rounds.
 
 1. **Fan-out**: rooms of K = 10 (200 users in 20 rooms) and K = 100 (100 users
    in one room); at a fixed offered load (``--rate`` per user) and at the
@@ -37,8 +46,9 @@ within each round (A B A B ...), and the table gives the median over rounds.
    --appendonly no``), ``chatsvc --redis``; 10,000 users connect, then log in
    at once; logins per second (``chatsvc-bench`` creates the password keys).
 
-``--profile DIR`` also runs py-spy on chatsvc under the K = 100 maximum load
-and prints where its time goes (py-spy must be installed). Linux only.
+``--profile DIR`` also runs py-spy (``bench/profiling.py``) on every server
+under the K = 10 and K = 100 maximum loads and prints where its time goes.
+Linux only.
 """
 
 from __future__ import annotations
@@ -55,25 +65,33 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import _common
+import chatload
+import profiling
 
 CHATSVC = "chatsvc"
 PEER = "uvloop-chat"
 TARGETS = {
-    "fanout_ratio": 1.0,
+    "K=100 max": 1.0,
+    "K=10 max": 0.8,
+    "K=100 fixed cpu_per_notify": 1.0,
     "rss_kib_per_connection": 10.0,
     "redis_logins_per_s": 3000.0,
 }
+"""Fan-out: chatsvc's notifies/s at least this times the peer's (at a fixed
+load: its server CPU per notify at most this times the peer's)."""
 NETDEV_BACKLOG = 16_384
 """Packets the kernel may queue per core on their way through loopback: a
 login storm sends 10,000 at once, and the default 1,000 drops some, which
 costs the clients TCP retransmission timeouts of a second and more."""
+UNLIMITED = ("--max-connections-per-ip", "0", "--login-timeout", "0")
+"""chatsvc's limits that the benchmark lifts: every bot is on 127.0.0.1, and
+the capacity test connects 10,000 bots before any logs in."""
 START_TIMEOUT = 30.0
 """Seconds a server (or redis-server) gets to accept on its port."""
 STOP_TIMEOUT = 10.0
@@ -106,7 +124,9 @@ class Load:
 @dataclass
 class Sample:
     """
-    One measurement of one server in one round.
+    One measurement of one server in one round. C{valid} is False when the
+    load generator was saturated: then the figures are the load's, not the
+    server's.
     """
 
     round: int
@@ -115,41 +135,68 @@ class Sample:
     values: dict[str, float]
     ok: bool
     notes: list[str] = field(default_factory=list)
+    valid: bool = True
+
+
+@dataclass(frozen=True)
+class Server:
+    """
+    A server under test: C{chatsvc} (from this checkout or another one,
+    C{root}, with its own C{python}) or the uvloop peer.
+    """
+
+    name: str
+    python: str = sys.executable
+    root: Path = _common.REPO
+    reactor: str | None = None
+    unlimited: tuple[str, ...] = UNLIMITED
+
+    @property
+    def is_chatsvc(self) -> bool:
+        return self.name != PEER
 
 
 # --- processes ---------------------------------------------------------------
 
 
 def server_command(
-    name: str, port: int, users: int, extra: list[str], redis: str | None = None
+    server: Server, port: int, users: int, extra: list[str], redis: str | None = None
 ) -> list[str]:
     """
     The command line of a server for C{users} users, rooms of up to 100.
     """
     limit = str(users + 100)
-    if name == CHATSVC:
+    if server.is_chatsvc:
+        reactor = [f"--reactor={server.reactor}"] if server.reactor else []
         argv = [
-            sys.executable, str(_common.twistd_path()), "-n", "--pidfile=", "chatsvc",
+            *_common.twistd_command(server.python), "-n", "--pidfile=", *reactor,
+            "chatsvc",
             "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
             "--chat-rate", "0",
             "--rooms", "100", "--room-capacity", "100",
             "--max-users", limit, "--max-connections", limit,
-            "--max-connections-per-ip", "0", "--login-timeout", "0", *extra,
+            *server.unlimited, *extra,
         ]  # fmt: skip
         if redis:
             argv += ["--redis", redis]
         return argv
     return [
-        sys.executable, str(_common.PEERS / "uvloop_chat.py"), "--port", str(port),
+        server.python, str(_common.PEERS / "uvloop_chat.py"), "--port", str(port),
         "--rooms", "100", "--room-capacity", "100", "--max-users", limit,
     ]  # fmt: skip
 
 
 def running(
-    argv: list[str], port: int, cores: frozenset[int] | None, nice: int, log: Path
+    argv: list[str],
+    port: int,
+    cores: frozenset[int] | None,
+    nice: int,
+    log: Path,
+    root: Path = _common.REPO,
 ) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     """
-    Run a server, its output and errors appended to C{log}, until the block ends.
+    Run a server from checkout C{root}, its output and errors appended to
+    C{log}, until the block ends.
     """
     return _common.serving(
         argv,
@@ -160,6 +207,7 @@ def running(
         stderr=subprocess.STDOUT,
         start_timeout=START_TIMEOUT,
         stop_timeout=STOP_TIMEOUT,
+        cwd=root,
     )
 
 
@@ -235,59 +283,126 @@ def fanout_loads(args: argparse.Namespace) -> list[Load]:
     ]
 
 
-def fanout_sample(round_: int, server: str, load: Load, data: dict[str, Any]) -> Sample:
-    cpu = data["cpu"]
-    values = {
-        "notifies_per_s": data["window"]["received_per_s"],
-        "sent_per_s": data["window"]["sent_per_s"],
-        "p50_ms": data["latency_ms"]["p50"] or 0.0,
-        "p99_ms": data["latency_ms"]["p99"] or 0.0,
-        "server_cpu_pct": cpu.get("server_pct_of_one_core", 0.0),
-        "load_cpu_pct": cpu.get("load_pct_of_one_core", 0.0),
-        "other_cpu_pct": cpu.get("other_pct_of_one_core", 0.0),
-    }
+def fanout_load(
+    args: argparse.Namespace,
+    load: Load,
+    port: int,
+    server_pid: int,
+    load_cores: frozenset[int] | None,
+    log: Path,
+) -> tuple[dict[str, float], bool, list[str]]:
+    """
+    Run C{load} once with chatload or else chatsvc-bench; return the
+    figures, whether every check passed, and what failed.
+    """
+    if args.chatload is None:
+        options = [
+            "--users", str(load.users), "--rooms", str(load.rooms),
+            "--rate", f"{load.rate:g}", "--window", str(load.window),
+            "--duration", f"{args.seconds:g}", "--warmup", f"{args.warmup:g}",
+        ]  # fmt: skip
+        data = bench_tool(args, "chat", port, server_pid, options, load_cores, log)
+        cpu = data["cpu"]
+        values = {
+            "notifies_per_s": data["window"]["received_per_s"],
+            "sent_per_s": data["window"]["sent_per_s"],
+            "p50_ms": data["latency_ms"]["p50"] or 0.0,
+            "p99_ms": data["latency_ms"]["p99"] or 0.0,
+            "server_cpu_pct": cpu.get("server_pct_of_one_core", 0.0),
+            "load_cpu_pct": cpu.get("load_pct_of_one_core", 0.0),
+            "other_cpu_pct": cpu.get("other_pct_of_one_core", 0.0),
+        }
+        return values, bool(data["ok"]), list(data["failed_checks"])
+    argv = chatload.command(
+        args.chatload,
+        port,
+        users=load.users,
+        room_size=load.k,
+        rate=load.users * load.rate,
+        window=load.window,
+        seconds=args.seconds,
+        warmup=args.warmup,
+        server_pid=server_pid,
+    )
+    with log.open("ab") as output:
+        output.write(f"\n$ {' '.join(argv)}\n".encode())
+    with tempfile.TemporaryFile() as out, log.open("ab") as errors:
+        process = _common.spawn(argv, load_cores, args.nice, out, errors)
+        try:
+            process.wait()
+        finally:
+            _common.stop(process, STOP_TIMEOUT)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    with log.open("a") as output:
+        output.write(text)
+    try:
+        data = chatload.parse(text)
+    except ValueError as e:
+        raise RuntimeError(f"chatload gave no result ({e}); see {log}") from None
+    notes = chatload.failures(data)
+    return chatload.values(data), not notes and bool(data.get("ok")), notes
+
+
+def fanout_sample(
+    args: argparse.Namespace,
+    round_: int,
+    server: Server,
+    load: Load,
+    figures: tuple[dict[str, float], bool, list[str]],
+) -> Sample:
+    values, ok, notes = figures
     busy = values["server_cpu_pct"] / 100
     values["notifies_per_server_cpu_s"] = values["notifies_per_s"] / busy if busy else 0
-    notes = list(data["failed_checks"])
-    return Sample(round_, server, load.name, values, data["ok"], notes)
+    valid = values["load_cpu_pct"] < args.saturated
+    return Sample(round_, server.name, load.name, values, ok, notes, valid)
 
 
 def run_fanout(
-    args: argparse.Namespace, cores: Cores, log_dir: Path, round_: int, server: str
+    args: argparse.Namespace,
+    cores: Cores,
+    log_dir: Path,
+    round_: int,
+    server: Server,
+    loads: list[Load],
+    during: Callable[[Server, Load, int], contextlib.AbstractContextManager[None]]
+    | None = None,
 ) -> list[Sample]:
+    """
+    Run each of C{loads} against one start of C{server}; C{during} wraps
+    each load (the profiler).
+    """
     samples = []
     port = _common.free_port()
     argv = server_command(
-        server, port, 300, args.chatsvc_arg if server == CHATSVC else []
+        server, port, 300, args.chatsvc_arg if server.is_chatsvc else []
     )
-    log = log_dir / f"{server}.log"
-    with running(argv, port, cores.server, args.nice, log) as process:
-        for load in fanout_loads(args):
-            options = [
-                "--users", str(load.users), "--rooms", str(load.rooms),
-                "--rate", f"{load.rate:g}", "--window", str(load.window),
-                "--duration", f"{args.seconds:g}", "--warmup", f"{args.warmup:g}",
-            ]  # fmt: skip
-            with limited(cores, load, process.pid):
-                data = bench_tool(
-                    args, "chat", port, process.pid, options, cores.load, log
-                )
-            sample = fanout_sample(round_, server, load, data)
+    log = log_dir / f"{server.name}.log"
+    with running(argv, port, cores.server, args.nice, log, server.root) as process:
+        for load in loads:
+            with (
+                limited(cores, load, process.pid),
+                contextlib.nullcontext()
+                if during is None
+                else during(server, load, process.pid),
+            ):
+                figures = fanout_load(args, load, port, process.pid, cores.load, log)
+            sample = fanout_sample(args, round_, server, load, figures)
             say(describe(sample))
             samples.append(sample)
     return samples
 
 
 def run_capacity(
-    args: argparse.Namespace, cores: Cores, log_dir: Path, round_: int, server: str
+    args: argparse.Namespace, cores: Cores, log_dir: Path, round_: int, server: Server
 ) -> Sample:
     port = _common.free_port()
     users = args.connections
     argv = server_command(
-        server, port, users, args.chatsvc_arg if server == CHATSVC else []
+        server, port, users, args.chatsvc_arg if server.is_chatsvc else []
     )
-    log = log_dir / f"{server}-capacity.log"
-    with running(argv, port, cores.server, args.nice, log) as process:
+    log = log_dir / f"{server.name}-capacity.log"
+    with running(argv, port, cores.server, args.nice, log, server.root) as process:
         time.sleep(0.5)
         idle = rss_kib(process.pid)
         peak = [idle]
@@ -313,7 +428,7 @@ def run_capacity(
         "logins_per_s": data["logins"]["per_s"] or 0.0,
     }
     sample = Sample(
-        round_, server, "capacity", values, data["ok"], data["failed_checks"]
+        round_, server.name, "capacity", values, data["ok"], data["failed_checks"]
     )
     say(describe(sample))
     return sample
@@ -324,14 +439,15 @@ def run_redis_logins(
     cores: Cores,
     log_dir: Path,
     round_: int,
+    server: Server,
     redis_url: str,
 ) -> list[Sample]:
     samples = []
     for test, redis in (("logins redis", redis_url), ("logins open", None)):
         port = _common.free_port()
-        argv = server_command(CHATSVC, port, args.logins, args.chatsvc_arg, redis)
-        log = log_dir / f"chatsvc-{test.replace(' ', '-')}.log"
-        with running(argv, port, cores.server, args.nice, log) as process:
+        argv = server_command(server, port, args.logins, args.chatsvc_arg, redis)
+        log = log_dir / f"{server.name}-{test.replace(' ', '-')}.log"
+        with running(argv, port, cores.server, args.nice, log, server.root) as process:
             options = ["--users", str(args.logins), "--connect-concurrency", "200"]
             if redis:
                 options += ["--redis", redis, "--password", "bench-token"]
@@ -343,9 +459,10 @@ def run_redis_logins(
             "logins_ok": float(data["logins"]["ok"]),
             "p99_ms": data["logins"]["latency_ms"]["p99"] or 0.0,
             "server_cpu_pct": data["cpu"].get("server_pct_of_one_core", 0.0),
+            "load_cpu_pct": data["cpu"].get("load_pct_of_one_core", 0.0),
         }
         sample = Sample(
-            round_, CHATSVC, test, values, data["ok"], data["failed_checks"]
+            round_, server.name, test, values, data["ok"], data["failed_checks"]
         )
         say(describe(sample))
         samples.append(sample)
@@ -378,100 +495,42 @@ def redis_server(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def profile_chatsvc(
-    args: argparse.Namespace, cores: Cores, log_dir: Path, out_dir: Path
+def profile_servers(
+    args: argparse.Namespace,
+    cores: Cores,
+    log_dir: Path,
+    servers: list[Server],
+    out_dir: Path,
 ) -> list[str]:
     """
-    Run py-spy on chatsvc under the K=100 maximum; return a summary.
+    Run py-spy on each server under the maximum fan-out loads; return the
+    summaries.
     """
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(py_spy).exists():
+    if profiling.py_spy() is None:
         return ["py-spy not found: pip install py-spy"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    raw = out_dir / "chatsvc-k100.txt"
-    svg = out_dir / "chatsvc-k100.svg"
-    port = _common.free_port()
-    load = fanout_loads(args)[3]
-    argv = server_command(CHATSVC, port, 300, args.chatsvc_arg)
-    seconds = args.seconds + args.warmup
-    with (
-        running(
-            argv, port, cores.server, args.nice, log_dir / "chatsvc-profile.log"
-        ) as proc,
-        limited(cores, load, proc.pid),
-    ):
-        spies = []
-        for fmt, path in (("raw", raw), ("flamegraph", svg)):
-            spy_argv = [
-                py_spy, "record", "--pid", str(proc.pid), "--format", fmt,
-                "--output", str(path), "--duration", f"{seconds + 2:.0f}",
-                "--rate", "250", "--nonblocking",
-            ]  # fmt: skip
-            # py-spy may run on any core: on the load's, it would get too few
-            # samples; the server's core stays the server's as far as it can.
-            every_core = frozenset(range(os.cpu_count() or 1))
-            spy = _common.spawn(
-                spy_argv, every_core, args.nice, subprocess.DEVNULL, subprocess.STDOUT
-            )
-            spies.append(spy)
-        options = [
-            "--users", str(load.users), "--rooms", str(load.rooms), "--rate", "0",
-            "--window", str(load.window), "--duration", f"{args.seconds:g}",
-            "--warmup", f"{args.warmup:g}",
-        ]  # fmt: skip
-        bench_tool(
-            args, "chat", port, proc.pid, options, cores.load, log_dir / "profile.log"
-        )
-        for spy in spies:
-            try:
-                spy.wait(timeout=seconds + 30)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-    if not raw.exists():
-        return ["py-spy produced nothing (ptrace not permitted?)"]
-    return [*summarize_profile(raw), f"raw stacks: {raw}", f"flame graph: {svg}"]
+    loads = [load for load in fanout_loads(args) if not load.rate]
+    stacks: dict[tuple[str, str], Path] = {}
 
+    def sampled(
+        server: Server, load: Load, pid: int
+    ) -> contextlib.AbstractContextManager[None]:
+        name = f"{server.name}-{load.name}".replace(" ", "-").replace("=", "")
+        path = stacks[server.name, load.name] = out_dir / f"{name}.txt"
+        return profiling.sampling(pid, path, args.seconds + args.warmup, args.nice)
 
-def summarize_profile(raw: Path, top: int = 15) -> list[str]:
-    """
-    Self and inclusive time per function from py-spy's collapsed stacks.
-    """
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = [_frame_name(frame) for frame in stack.split(";")]
-        own[frames[-1]] += count
-        for name in set(frames):
-            inclusive[name] += count
-    if not total:
-        return ["no samples"]
-    lines = [f"{total} samples; self time (where the CPU was):"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
-    lines.append("inclusive time (this function and what it called):")
-    lines += [
-        f"  {100 * n / total:5.1f}%  {name}"
-        for name, n in inclusive.most_common(top + 10)
-        if 100 * n / total < 99.5
-    ][:top]
+    lines = []
+    for server in servers:
+        samples = run_fanout(args, cores, log_dir, 0, server, loads, sampled)
+        for sample in samples:
+            path = stacks[server.name, sample.test]
+            lines += [
+                "",
+                f"{server.name}, {sample.test}: {describe(sample)}",
+                *profiling.summarize(path),
+                f"stacks: {path}",
+            ]
     return lines
-
-
-def _frame_name(frame: str) -> str:
-    # py-spy raw frames look like "function (path/file.py:line)"
-    name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    marker = "site-packages/"
-    if marker in path:
-        path = path.split(marker, 1)[1]
-    elif "/chatsvc/" in path:
-        path = "chatsvc/" + path.split("/chatsvc/", 1)[1]
-    return f"{name} ({path})"
 
 
 # --- reporting ---------------------------------------------------------------------
@@ -484,30 +543,57 @@ def say(text: str) -> None:
 def describe(sample: Sample) -> str:
     values = ", ".join(f"{k} {v:,.2f}" for k, v in sample.values.items())
     flag = "" if sample.ok else f"  FAILED: {'; '.join(sample.notes)}"
+    if not sample.valid:
+        flag += "  INVALID: load generator saturated"
     return (
         f"[round {sample.round}] {sample.server:<11} {sample.test:<12} {values}{flag}"
     )
 
 
+def group(samples: list[Sample], server: str, test: str) -> list[Sample]:
+    return [s for s in samples if s.server == server and s.test == test]
+
+
 def medians(samples: list[Sample], server: str, test: str) -> dict[str, float]:
-    group = [s for s in samples if s.server == server and s.test == test]
-    if not group:
+    runs = group(samples, server, test)
+    if not runs:
         return {}
-    keys = group[0].values
-    return {key: statistics.median(s.values[key] for s in group) for key in keys}
+    keys = runs[0].values
+    return {key: statistics.median(s.values[key] for s in runs) for key in keys}
+
+
+def valid(samples: list[Sample], server: str, test: str) -> bool:
+    """
+    Whether every run of C{server} under C{test} measured the server (its
+    load generator was never saturated).
+    """
+    return all(s.valid for s in group(samples, server, test))
 
 
 def spread(samples: list[Sample], server: str, test: str, key: str) -> float:
-    values = [s.values[key] for s in samples if s.server == server and s.test == test]
-    return _common.range_pct(values) / 2
+    return _common.range_pct([s.values[key] for s in group(samples, server, test)]) / 2
 
 
 def failures(samples: list[Sample], server: str, test: str) -> str:
-    bad = [s for s in samples if s.server == server and s.test == test and not s.ok]
-    return f" ({len(bad)} runs FAILED)" if bad else ""
+    runs = group(samples, server, test)
+    bad = [s for s in runs if not s.ok]
+    saturated = [s for s in runs if not s.valid]
+    text = f" ({len(bad)} runs FAILED)" if bad else ""
+    if saturated:
+        text += f" **INVALID** (load saturated in {len(saturated)}/{len(runs)} runs)"
+    return text
 
 
-def report(args: argparse.Namespace, samples: list[Sample], pinning: str) -> str:
+def report(
+    args: argparse.Namespace, samples: list[Sample], servers: list[Server], pinning: str
+) -> str:
+    names = [server.name for server in servers]
+    chatsvcs = [server.name for server in servers if server.is_chatsvc]
+    load_name = (
+        f"chatload ({args.chatload.name})"
+        if args.chatload
+        else "chatsvc-bench chat, one load process"
+    )
     lines = [
         f"`python bench/chat.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
         "",
@@ -515,24 +601,29 @@ def report(args: argparse.Namespace, samples: list[Sample], pinning: str) -> str
         f" {args.warmup:g} s warm-up; {pinning}; niceness {args.nice}."
         f" {_common.machine_summary()}",
         "",
-        "**1. Chat fan-out** (chatsvc-bench chat, one load process)",
+        "Reactors: "
+        + ", ".join(
+            f"{s.name} {s.reactor or 'default'}" for s in servers if s.is_chatsvc
+        )
+        + ".",
+        "",
+        f"**1. Chat fan-out** ({load_name})",
         "",
         "| load | server | notifies/s | p50 ms | p99 ms | server CPU % | load CPU %"
         " | other CPU % | notifies/server CPU-s | spread |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for load in fanout_loads(args):
-        for server in (CHATSVC, PEER):
+        for server in names:
             row = medians(samples, server, load.name)
             if not row:
                 continue
-            mark = " (!)" if row["load_cpu_pct"] >= _common.SATURATED_LOAD_CPU else ""
             lines.append(
                 f"| {load.name}: {load.users} users, {load.offered} | {server}"
                 f"{failures(samples, server, load.name)}"
                 f" | {row['notifies_per_s']:,.0f} | {row['p50_ms']:.2f}"
                 f" | {row['p99_ms']:.2f} | {row['server_cpu_pct']:.0f}"
-                f" | {row['load_cpu_pct']:.0f}{mark} | {row['other_cpu_pct']:.0f}"
+                f" | {row['load_cpu_pct']:.0f} | {row['other_cpu_pct']:.0f}"
                 f" | {row['notifies_per_server_cpu_s']:,.0f}"
                 f" | ±{spread(samples, server, load.name, 'notifies_per_s'):.0f}% |"
             )
@@ -543,7 +634,7 @@ def report(args: argparse.Namespace, samples: list[Sample], pinning: str) -> str
         "| server | logged in | RSS idle MiB | RSS peak MiB | KiB per connection |",
         "|---|--:|--:|--:|--:|",
     ]
-    for server in (CHATSVC, PEER):
+    for server in names:
         row = medians(samples, server, "capacity")
         if row:
             lines.append(
@@ -554,30 +645,31 @@ def report(args: argparse.Namespace, samples: list[Sample], pinning: str) -> str
             )
     lines += [
         "",
-        f"**3. Login storm** ({args.logins:,} users connect, then all log in at once)",
+        f"**3. Login storm** ({args.logins:,} users connect, then all log in at once;"
+        " chatsvc-bench)",
         "",
-        "| server | logins/s | p99 login ms | server CPU % |",
-        "|---|--:|--:|--:|",
+        "| server | logins/s | p99 login ms | server CPU % | load CPU % |",
+        "|---|--:|--:|--:|--:|",
     ]
-    for test, label in (
-        ("logins redis", "chatsvc --redis"),
-        ("logins open", "chatsvc, open login"),
-    ):
-        row = medians(samples, CHATSVC, test)
-        if row:
-            lines.append(
-                f"| {label}{failures(samples, CHATSVC, test)}"
-                f" | {row['logins_per_s']:,.0f} | {row['p99_ms']:.1f}"
-                f" | {row['server_cpu_pct']:.0f} |"
-            )
-    lines += ["", "Targets:", *target_lines(samples)]
+    for server in chatsvcs:
+        for test, label in (("logins redis", "--redis"), ("logins open", "open login")):
+            row = medians(samples, server, test)
+            if row:
+                lines.append(
+                    f"| {server} {label}{failures(samples, server, test)}"
+                    f" | {row['logins_per_s']:,.0f} | {row['p99_ms']:.1f}"
+                    f" | {row['server_cpu_pct']:.0f} | {row['load_cpu_pct']:.0f} |"
+                )
+    lines += ["", "Targets:", *target_lines(samples, chatsvcs)]
     lines += [
         "",
         "CPU % is of one core, over the measured window. other CPU % is what the"
         " rest of the machine used meanwhile (noise). notifies/server CPU-s is"
         " notifies/s divided by the server's CPU share: the least noise-sensitive"
-        " efficiency figure. spread is half the min-max range over rounds. (!)"
-        " marks a load generator near saturation: the server may be faster.",
+        " efficiency figure. spread is half the min-max range over rounds."
+        f" INVALID: the load generator used {args.saturated:g} % of its core or"
+        " more in some run of that row, so the row measured the load generator;"
+        " no ratio or verdict is taken from it.",
     ]
     return "\n".join(lines)
 
@@ -586,52 +678,102 @@ def _verdict(ok: bool) -> str:
     return "**PASS**" if ok else "**FAIL**"
 
 
-def target_lines(samples: list[Sample]) -> list[str]:
+def paired(
+    samples: list[Sample], server: str, test: str, key: str
+) -> list[float] | None:
+    """
+    The ratio C{server} / peer of C{key} in each round where both runs were
+    valid, or None when the row (either server's) is invalid.
+    """
+    if not (valid(samples, server, test) and valid(samples, PEER, test)):
+        return None
+    ours = {s.round: s.values[key] for s in group(samples, server, test)}
+    theirs = {s.round: s.values[key] for s in group(samples, PEER, test)}
+    return [ours[r] / theirs[r] for r in sorted(ours) if theirs.get(r)]
+
+
+def fanout_targets(samples: list[Sample], server: str) -> list[str]:
     lines = []
-    ours, peer = (
-        medians(samples, CHATSVC, "K=100 max"),
-        medians(samples, PEER, "K=100 max"),
-    )
-    if ours and peer and peer["notifies_per_s"]:
-        ratio = ours["notifies_per_s"] / peer["notifies_per_s"]
-        need = TARGETS["fanout_ratio"]
-        lines.append(
-            f"- K=100 fan-out, maximum: chatsvc {ratio:.2f}x {PEER}'s notifies/s"
-            f" (target ≥ {need}x): {_verdict(ratio >= need)}"
+    for test in ("K=100 max", "K=10 max"):
+        ours, peer = medians(samples, server, test), medians(samples, PEER, test)
+        if not (ours and peer and peer["notifies_per_s"]):
+            continue
+        rounds = paired(samples, server, test, "notifies_per_s")
+        load_cpu = (
+            f"load CPU {ours['load_cpu_pct']:.0f} % / {peer['load_cpu_pct']:.0f} %"
         )
+        if rounds is None:
+            lines.append(
+                f"- {test}: no verdict, INVALID (the load generator was saturated;"
+                f" {load_cpu})"
+            )
+            continue
+        ratio = ours["notifies_per_s"] / peer["notifies_per_s"]
+        need = TARGETS[test]
+        per_round = ", ".join(f"{r:.2f}" for r in rounds)
+        p99 = ""
+        if test == "K=100 max":
+            p99 = (
+                f"; p99 {ours['p99_ms']:.2f} ms vs {peer['p99_ms']:.2f} ms (target:"
+                f" no worse): {_verdict(ours['p99_ms'] <= peer['p99_ms'])}"
+            )
+        per_cpu = ""
         if peer["notifies_per_server_cpu_s"]:
-            per_cpu = (
+            efficiency = (
                 ours["notifies_per_server_cpu_s"] / peer["notifies_per_server_cpu_s"]
             )
-            lines.append(f"  (notifies per server CPU-second: {per_cpu:.2f}x)")
-    fixed_ours = medians(samples, CHATSVC, "K=100 fixed")
-    fixed_peer = medians(samples, PEER, "K=100 fixed")
-    for label, a, b in (
-        ("fixed load", fixed_ours, fixed_peer),
-        ("maximum", ours, peer),
-    ):
-        if a and b:
-            verdict = _verdict(a["p99_ms"] <= b["p99_ms"])
-            lines.append(
-                f"- K=100 p99 at {label}: chatsvc {a['p99_ms']:.2f} ms, {PEER}"
-                f" {b['p99_ms']:.2f} ms (target: no worse): {verdict}"
+            per_cpu = f"; per server CPU-second {efficiency:.2f}x"
+        lines.append(
+            f"- {test}: {server} {ratio:.2f}x {PEER}'s notifies/s (target ≥"
+            f" {need}x): {_verdict(ratio >= need)}; per round {per_round}"
+            f"{per_cpu}; {load_cpu}{p99}"
+        )
+    ours, peer = (
+        medians(samples, server, "K=100 fixed"),
+        medians(samples, PEER, "K=100 fixed"),
+    )
+    if ours and peer and ours["notifies_per_s"] and peer["notifies_per_s"]:
+        rounds = paired(samples, server, "K=100 fixed", "server_cpu_pct")
+        if rounds is None:
+            lines.append("- K=100 fixed: no verdict, INVALID (load saturated)")
+        else:
+            cost = (ours["server_cpu_pct"] / ours["notifies_per_s"]) / (
+                peer["server_cpu_pct"] / peer["notifies_per_s"]
             )
-    capacity = medians(samples, CHATSVC, "capacity")
-    if capacity:
-        per = capacity["rss_kib_per_connection"]
-        lines.append(
-            f"- RSS per idle logged-in connection: {per:.2f} KiB"
-            f" (target ≤ {TARGETS['rss_kib_per_connection']:g} KiB):"
-            f" {_verdict(per <= TARGETS['rss_kib_per_connection'])}"
-        )
-    logins = medians(samples, CHATSVC, "logins redis")
-    if logins:
-        rate = logins["logins_per_s"]
-        lines.append(
-            f"- Logins with Redis, one process: {rate:,.0f}/s"
-            f" (target ≥ {TARGETS['redis_logins_per_s']:,.0f}/s):"
-            f" {_verdict(rate >= TARGETS['redis_logins_per_s'])}"
-        )
+            need = TARGETS["K=100 fixed cpu_per_notify"]
+            lines.append(
+                f"- K=100 fixed: {server}'s server CPU per notify {cost:.2f}x"
+                f" {PEER}'s (target ≤ {need}x): {_verdict(cost <= need)};"
+                f" server CPU {ours['server_cpu_pct']:.0f} % /"
+                f" {peer['server_cpu_pct']:.0f} %, load CPU"
+                f" {ours['load_cpu_pct']:.0f} % / {peer['load_cpu_pct']:.0f} %;"
+                f" p99 {ours['p99_ms']:.2f} / {peer['p99_ms']:.2f} ms"
+            )
+    return lines
+
+
+def target_lines(samples: list[Sample], chatsvcs: list[str]) -> list[str]:
+    lines = []
+    for server in chatsvcs:
+        lines += fanout_targets(samples, server)
+        capacity = medians(samples, server, "capacity")
+        if capacity:
+            per = capacity["rss_kib_per_connection"]
+            need = TARGETS["rss_kib_per_connection"]
+            lines.append(
+                f"- {server}: RSS per idle logged-in connection {per:.2f} KiB"
+                f" (target ≤ {need:g} KiB): {_verdict(per <= need)}"
+            )
+        logins = medians(samples, server, "logins redis")
+        if logins:
+            # A saturated load generator only lowers logins/s: a pass holds.
+            rate = logins["logins_per_s"]
+            need = TARGETS["redis_logins_per_s"]
+            lines.append(
+                f"- {server}: logins with Redis, one process, {rate:,.0f}/s"
+                f" (target ≥ {need:,.0f}/s): {_verdict(rate >= need)};"
+                f" load CPU {logins['load_cpu_pct']:.0f} %"
+            )
     return lines
 
 
@@ -741,14 +883,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="maximum fan-out loads: limit each server to PCT %% of one core"
         " (cgroup CPU quota, needs root), so that the server and not the load"
         " generator is the bottleneck; 0: no limit (default 50 when the load"
-        " has only one core, else 0)",
+        " is chatsvc-bench on one core, else 0)",
+    )
+    parser.add_argument(
+        "--load-command",
+        type=Path,
+        metavar="PATH",
+        help="fan-out load generator: a chatload binary, or its C source"
+        " (e.g. ../shared/tools/chatload.c), built with the C compiler into"
+        " ~/.cache/chatsvc-bench (default: chatsvc-bench)",
+    )
+    parser.add_argument(
+        "--saturated",
+        type=float,
+        default=_common.SATURATED_LOAD_CPU,
+        metavar="PCT",
+        help="a run whose load generator used PCT %% of its core or more is"
+        f" INVALID (default {_common.SATURATED_LOAD_CPU:g})",
+    )
+    parser.add_argument(
+        "--reactor",
+        default="chatsvc-epoll",
+        help="twistd reactor of this checkout's chatsvc (default chatsvc-epoll;"
+        " '' for Twisted's default); --old-chatsvc runs on Twisted's default",
+    )
+    parser.add_argument(
+        "--old-chatsvc",
+        type=Path,
+        metavar="DIR",
+        help="also run the chatsvc of this checkout (on its .venv's Python if"
+        " it has one), e.g. the code before a change, in the same rounds",
     )
     parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
-        help="also profile chatsvc under the K=100 maximum with"
-        " py-spy; write the stacks and a flame graph here",
+        help="also profile every server under the K=10 and K=100 maximum"
+        " loads with py-spy; write the stacks here",
     )
     parser.add_argument("--json", type=Path, help="write every sample here")
     parser.add_argument(
@@ -764,7 +935,53 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--tests: choose from fanout, capacity, logins")
     if args.server_cpu is not None and args.server_cpu < 0:
         parser.error("--server-cpu: a percentage of one core, or 0 for no limit")
+    try:
+        args.chatload = (
+            chatload.executable(args.load_command) if args.load_command else None
+        )
+    except (OSError, RuntimeError) as e:
+        parser.error(f"--load-command: {e}")
+    if args.old_chatsvc and not (args.old_chatsvc / "chatsvc").is_dir():
+        parser.error(f"--old-chatsvc: {args.old_chatsvc} is not a chatsvc checkout")
     return args
+
+
+def known_options(python: str, root: Path) -> tuple[str, ...]:
+    """
+    The options of L{UNLIMITED} that the chatsvc of checkout C{root} knows
+    (an older one may predate some).
+    """
+    usage = subprocess.run(
+        [*_common.twistd_command(python), "chatsvc", "--help"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    pairs = zip(UNLIMITED[::2], UNLIMITED[1::2], strict=True)
+    return tuple(part for pair in pairs if pair[0] in usage for part in pair)
+
+
+def servers_of(args: argparse.Namespace) -> list[Server]:
+    """
+    The servers to measure, in the order they alternate.
+    """
+    servers = [Server(CHATSVC, reactor=args.reactor or None)]
+    old = args.old_chatsvc
+    if old is not None:
+        commit = subprocess.run(
+            ["git", "-C", str(old), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        name = f"{CHATSVC}@{commit or old.name}"
+        venv = old / ".venv/bin/python"
+        python = str(venv) if venv.exists() else sys.executable
+        servers.append(
+            Server(name, python, old.resolve(), None, known_options(python, old))
+        )
+    return [*servers, Server(PEER)]
 
 
 def limit_servers(
@@ -776,7 +993,8 @@ def limit_servers(
     """
     percent = args.server_cpu
     if percent is None:
-        percent = 50.0 if cores.load is not None and len(cores.load) == 1 else 0.0
+        one_core = cores.load is not None and len(cores.load) == 1
+        percent = 50.0 if one_core and args.chatload is None else 0.0
     if not percent or "fanout" not in args.tests:
         return cores, "servers not CPU-limited"
     try:
@@ -825,20 +1043,25 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = stack.enter_context(
                 redis_server(cores.load, args.nice, log_dir)
             )
+        servers = servers_of(args)
+        loads = fanout_loads(args)
         for round_ in range(1, args.rounds + 1):
-            for server in (CHATSVC, PEER):
+            for server in servers:
                 if "fanout" in args.tests:
-                    samples += run_fanout(args, cores, log_dir, round_, server)
-            for server in (CHATSVC, PEER):
+                    samples += run_fanout(args, cores, log_dir, round_, server, loads)
+            for server in servers:
                 if "capacity" in args.tests:
                     samples.append(run_capacity(args, cores, log_dir, round_, server))
-            if redis_url is not None:
-                samples += run_redis_logins(args, cores, log_dir, round_, redis_url)
+            for server in servers:
+                if redis_url is not None and server.is_chatsvc:
+                    samples += run_redis_logins(
+                        args, cores, log_dir, round_, server, redis_url
+                    )
         if args.profile is not None:
-            profile = profile_chatsvc(args, cores, log_dir, args.profile)
-    text = report(args, samples, pinning)
+            profile = profile_servers(args, cores, log_dir, servers, args.profile)
+    text = report(args, samples, servers, pinning)
     if profile:
-        text += "\n\npy-spy profile of chatsvc, K=100 maximum load:\n\n```\n"
+        text += "\n\npy-spy profiles under the maximum fan-out loads:\n\n```"
         text += "\n".join(profile) + "\n```"
     print(text)
     say(f"bench/chat.py took {time.monotonic() - started:.0f} s")

@@ -141,8 +141,7 @@ def twistd_command(plugin: str) -> Callable[[int], list[str]]:
 
     def command(port: int) -> list[str]:
         return [
-            sys.executable,
-            str(_common.twistd_path()),
+            *_common.twistd_command(),
             "-n",
             "--pidfile=",
             plugin,
@@ -246,7 +245,9 @@ def running(
     """
     port = _common.free_port()
     log = log_dir / f"{server.name}.log"
-    with _common.serving(server.command(port), port, cores, nice, log) as process:
+    with _common.serving(
+        server.command(port), port, cores, nice, log, cwd=_common.REPO
+    ) as process:
         yield Live(server, process.pid, port, log)
 
 

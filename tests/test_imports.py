@@ -68,6 +68,15 @@ class ImportTests(SynchronousTestCase):
         self.assertIn("chatsvc.loadtest.bot", loaded)
         self.assertNotIn("twisted.internet.reactor", loaded)
 
+    def test_twistd_plugins(self) -> None:
+        """
+        twistd loads the plugin module to list commands and reactors, before
+        C{--reactor} installs one: the module installs none itself.
+        """
+        loaded = modules_loaded_by("twisted.plugins.chatsvc_plugins")
+        self.assertIn("twisted.plugins.chatsvc_plugins", loaded)
+        self.assertNotIn("twisted.internet.reactor", loaded)
+
     def test_lazy_names_resolve(self) -> None:
         """
         Every name the packages export resolves, to the object it names.

@@ -167,6 +167,18 @@ class TwistdTests(SynchronousTestCase):
         self.check_chat(port)
         self.assertStopped(twistd)
 
+    def test_chat_plugin_on_chatsvc_epoll(self) -> None:
+        """
+        C{--reactor=chatsvc-epoll} runs the chat stage on
+        L{chatsvc.net.reactor.EPollReactor}.
+        """
+        twistd, port = self.run_stage(
+            ["--reactor=chatsvc-epoll", "chatsvc", "--listen", self.listen()]
+        )
+        self.assertIn("chatsvc.net.reactor.EPollReactor", "".join(twistd.log))
+        self.check_chat(port)
+        self.assertStopped(twistd)
+
     def test_tac_files(self) -> None:
         for tac, check in (
             ("echo", self.check_echo),

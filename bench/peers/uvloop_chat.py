@@ -5,11 +5,14 @@ A chat server on uvloop that speaks chatsvc's protocol: the peer of
 It does what chatsvc's chat stage does, minus Twisted, and as a competent
 asyncio server would: open login (any non-empty user id, one login per id),
 numbered rooms with a capacity, enter/leave/chat with the same responses and
-result codes, and the same notifies (user list and new-user on enter, leave
-notify on leave or disconnect, chat notify to every member, sender included,
-after the sender's chat response). It splits the stream into packets by their
-5-byte little-endian header and drops a connection whose length field is
-outside 5..1024 or whose body has the wrong length.
+result codes, and the same notifies (user list on enter, with a count of 0 in
+an empty room, and new-user to the others; leave notify on leave or
+disconnect; chat notify to every member, sender included, after the sender's
+chat response). It splits the stream into packets by their 5-byte
+little-endian header, ignores unknown packet ids, and drops a connection
+whose length field is outside 5..1024 or whose body has the wrong length.
+There is no chat rate limit: it is chatsvc's peer at ``--chat-rate 0``.
+``tests/test_uvloop_peer.py`` plays one conversation against both servers.
 
 Writes are coalesced per client per loop pass: responses are queued on the
 client; chat notifies are queued on their room, joined once per room and pass,
@@ -341,7 +344,7 @@ class Client(asyncio.Protocol):
 def user_lists(members: list[Client]) -> list[bytes]:
     """
     ROOM_USER_LIST_NTF packets for C{members}: at most 1024 bytes and 127
-    users each.
+    users each; an empty room is one packet with a count of 0 (as chatsvc).
     """
     packets = []
     entries: list[bytes] = []
@@ -356,8 +359,7 @@ def user_lists(members: list[Client]) -> list[bytes]:
             entries, used = [], 0
         entries.append(entry)
         used += len(entry)
-    if entries:
-        packets.append(packet(USER_LIST_NTF, bytes([len(entries)]) + b"".join(entries)))
+    packets.append(packet(USER_LIST_NTF, bytes([len(entries)]) + b"".join(entries)))
     return packets
 
 

@@ -31,6 +31,7 @@ from chatsvc.content.roomstream import LocalRoomStream, RoomStream
 from chatsvc.content.shared import SharedRooms
 from chatsvc.content.user_ids import user_id_problem
 from chatsvc.protocol import (
+    CHAT_MSG_FIELD,
     DEFAULT_MAX_PACKET_SIZE,
     ChatRequest,
     EnterRoomRequest,
@@ -39,7 +40,7 @@ from chatsvc.protocol import (
     PacketId,
     Request,
     Result,
-    chat_notify,
+    chat_notify_prefix,
     leave_user_notify,
     new_user_notify,
     result_response,
@@ -120,21 +121,52 @@ class ChatStats:
     """
     What the chat rules have done, for the metrics exporter.
 
+    Accepted chats, most of what the rules count, are counted in two plain
+    numbers (C{chats}, C{chat_notifies}); C{packets_out} and C{bytes_out}
+    add them to the counts of everything else when read.
+
     @ivar logins: login results, by result code.
-    @ivar packets_out: packets sent, by packet id, counted per recipient.
-    @ivar bytes_out: bytes of those packets, by packet id.
+    @ivar chats: chat requests accepted, each answered with a
+        ROOM_CHAT_RESPONSE of result 0.
+    @ivar chat_notifies: ROOM_CHAT_NOTIFY packets, counted per recipient.
     """
 
     logins: Counter[int] = field(default_factory=Counter)
-    packets_out: Counter[int] = field(default_factory=Counter)
-    bytes_out: Counter[int] = field(default_factory=Counter)
+    chats: int = 0
+    chat_notifies: int = 0
+    _packets: Counter[int] = field(default_factory=Counter)
+    _bytes: Counter[int] = field(default_factory=Counter)
 
     def sent(self, packet_id: int, size: int, recipients: int = 1) -> None:
         """
         Count C{recipients} packets of C{size} bytes.
         """
-        self.packets_out[packet_id] += recipients
-        self.bytes_out[packet_id] += size * recipients
+        self._packets[packet_id] += recipients
+        self._bytes[packet_id] += size * recipients
+
+    @property
+    def packets_out(self) -> Counter[int]:
+        """
+        Packets sent, by packet id, counted per recipient.
+        """
+        return self._with_chats(self._packets, 1, 1)
+
+    @property
+    def bytes_out(self) -> Counter[int]:
+        """
+        Bytes of those packets, by packet id.
+        """
+        return self._with_chats(self._bytes, len(_CHAT_OK), _CHAT_NOTIFY_SIZE)
+
+    def _with_chats(
+        self, counts: Counter[int], response: int, notify: int
+    ) -> Counter[int]:
+        total = Counter(counts)
+        if self.chats:
+            total[PacketId.ROOM_CHAT_RESPONSE] += self.chats * response
+        if self.chat_notifies:
+            total[PacketId.ROOM_CHAT_NOTIFY] += self.chat_notifies * notify
+        return total
 
 
 class State(Enum):
@@ -155,11 +187,21 @@ class User:
     state and, once logged in, its user id, unique id and room.
     """
 
-    __slots__ = ("bucket", "held", "room", "state", "unique_id", "user_id")
+    __slots__ = (
+        "bucket",
+        "held",
+        "notify_prefix",
+        "room",
+        "state",
+        "unique_id",
+        "user_id",
+    )
 
     def __init__(self) -> None:
         self.state = State.NONE
         self.user_id = b""
+        #: What each of this user's chat notifies starts with (once logged in).
+        self.notify_prefix = b""
         self.unique_id = 0
         self.room: Room[Any, User] | None = None
         self.bucket: TokenBucket | None = None
@@ -182,6 +224,7 @@ _LOGIN_OK = result_response(PacketId.LOGIN_RESPONSE, Result.NONE)
 _ENTER_OK = result_response(PacketId.ROOM_ENTER_RESPONSE, Result.NONE)
 _LEAVE_OK = result_response(PacketId.ROOM_LEAVE_RESPONSE, Result.NONE)
 _CHAT_OK = result_response(PacketId.ROOM_CHAT_RESPONSE, Result.NONE)
+_CHAT_NOTIFY_SIZE = len(chat_notify_prefix(b"")) + CHAT_MSG_FIELD
 
 
 class ChatServer(Generic[H]):
@@ -249,9 +292,10 @@ class ChatServer(Generic[H]):
         if held is not None and len(held) < MAX_HELD:
             held.append(request)
             return
+        if type(request) is ChatRequest:  # most requests: before the match
+            self._chat(handle, client, request)
+            return
         match request:
-            case ChatRequest():
-                self._chat(handle, client, request)
             case LoginRequest():
                 self._login(handle, client, request)
             case EnterRoomRequest():
@@ -275,6 +319,7 @@ class ChatServer(Generic[H]):
         if accepted:
             client.state = State.LOGIN
             client.unique_id = next(self._unique_ids)
+            client.notify_prefix = chat_notify_prefix(client.user_id)
             self.stats.logins[Result.NONE] += 1
             self._send(handle, PacketId.LOGIN_RESPONSE, _LOGIN_OK)
         else:
@@ -362,6 +407,7 @@ class ChatServer(Generic[H]):
         self.users -= 1
         client.state = State.NONE
         client.user_id = b""
+        client.notify_prefix = b""
         client.unique_id = 0
 
     def _login(self, handle: H, client: User, request: LoginRequest) -> None:
@@ -450,13 +496,16 @@ class ChatServer(Generic[H]):
         elif not self._within_rate(client):
             result = Result.ROOM_TOO_MANY_PACKET
         elif self.shared_rooms is not None:
-            notify = chat_notify(client.user_id, request.message)
+            notify = client.notify_prefix + request.message.ljust(CHAT_MSG_FIELD, b"\0")
             self.shared_rooms.chat(room.number, handle, notify)
             return
         else:
-            self._send(handle, PacketId.ROOM_CHAT_RESPONSE, _CHAT_OK)
-            notify = chat_notify(client.user_id, request.message)
-            self._tell_room(room, PacketId.ROOM_CHAT_NOTIFY, notify)
+            stats = self.stats
+            stats.chats += 1
+            self._outbox.send(handle, _CHAT_OK)
+            notify = client.notify_prefix + request.message.ljust(CHAT_MSG_FIELD, b"\0")
+            stats.chat_notifies += len(room.members)
+            self.room_stream.publish(room, notify)
             return
         self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, result)
 

@@ -51,6 +51,7 @@ from chatsvc.protocol.requests import (
 )
 from chatsvc.protocol.responses import (
     chat_notify,
+    chat_notify_prefix,
     leave_user_notify,
     new_user_notify,
     result_response,
@@ -87,6 +88,7 @@ __all__ = [
     "UserLeft",
     "UserList",
     "chat_notify",
+    "chat_notify_prefix",
     "chat_request",
     "encode_packet",
     "enter_room_request",

@@ -20,10 +20,15 @@ from chatsvc.protocol.fields import (
 )
 from chatsvc.protocol.framing import (
     DEFAULT_MAX_PACKET_SIZE,
+    HEADER,
     HEADER_SIZE,
     encode_packet,
 )
 from chatsvc.protocol.ids import PacketId, Result
+
+_CHAT_NOTIFY_HEADER = HEADER.pack(
+    HEADER_SIZE + USER_ID_FIELD + CHAT_MSG_FIELD, PacketId.ROOM_CHAT_NOTIFY, 0
+)
 
 
 def result_response(packet_id: PacketId, result: Result) -> bytes:
@@ -38,10 +43,16 @@ def chat_notify(user_id: bytes, message: bytes) -> bytes:
     """
     Encode a ROOM_CHAT_NOTIFY (always 295 bytes).
     """
-    return encode_packet(
-        PacketId.ROOM_CHAT_NOTIFY,
-        pack_str(user_id, USER_ID_FIELD) + pack_str(message, CHAT_MSG_FIELD),
-    )
+    return chat_notify_prefix(user_id) + pack_str(message, CHAT_MSG_FIELD)
+
+
+def chat_notify_prefix(user_id: bytes) -> bytes:
+    """
+    The part of every ROOM_CHAT_NOTIFY of C{user_id} before its message (the
+    header and the user id field): a sender's notifies are this followed by
+    the message padded to C{CHAT_MSG_FIELD} bytes.
+    """
+    return _CHAT_NOTIFY_HEADER + pack_str(user_id, USER_ID_FIELD)
 
 
 def new_user_notify(unique_id: int, user_id: bytes) -> bytes:

@@ -1,31 +1,34 @@
 """
 twistd plugins of chatsvc: C{twistd -n chatsvc}, C{twistd -n chatsvc-echo},
-C{twistd -n chatsvc-sendqueue}.
+C{twistd -n chatsvc-sendqueue}, and the reactor C{twistd
+--reactor=chatsvc-epoll}. Importing this module imports no reactor (see
+L{chatsvc.host.plugins}).
 """
 
-from chatsvc.host.options import ChatOptions, EchoOptions, SendQueueOptions
+from twisted.application.reactors import Reactor
+
 from chatsvc.host.plugins import StageMaker
-from chatsvc.host.services import (
-    make_chat_service,
-    make_echo_service,
-    make_sendqueue_service,
-)
 
 chatsvc = StageMaker(
     "chatsvc",
     "The chat server: login (open or Redis), rooms and room chat.",
-    ChatOptions,
-    make_chat_service,
+    "chatsvc.host.options.ChatOptions",
+    "chatsvc.host.services.make_chat_service",
 )
 chatsvc_echo = StageMaker(
     "chatsvc-echo",
     "Raw echo server (tutorial steps 1-3, 7).",
-    EchoOptions,
-    make_echo_service,
+    "chatsvc.host.options.EchoOptions",
+    "chatsvc.host.services.make_echo_service",
 )
 chatsvc_sendqueue = StageMaker(
     "chatsvc-sendqueue",
     "Framed DEV_ECHO server with per-session send queues (tutorial steps 4-6).",
-    SendQueueOptions,
-    make_sendqueue_service,
+    "chatsvc.host.options.SendQueueOptions",
+    "chatsvc.host.services.make_sendqueue_service",
+)
+chatsvc_epoll = Reactor(
+    "chatsvc-epoll",
+    "chatsvc.net.reactor",
+    "Twisted's epoll reactor without the per-event log context (Linux).",
 )
