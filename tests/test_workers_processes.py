@@ -5,6 +5,7 @@ chat across them; a worker killed is replaced, SIGTERM stops them all.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -122,8 +123,21 @@ class WorkersTests(SynchronousTestCase):
         their rooms for the others and log in again; SIGTERM stops
         everything with status 0.
         """
+        # Both workers accept from one queue, so which one takes a connection
+        # is up to the kernel's scheduling. To make sure both take some, each
+        # half of the users connects while the other worker is stopped
+        # (SIGSTOP: a busy worker leaves the queue to the other).
+        pids = [
+            int(self.logged(rf"Worker {n} started: pid (\d+)").group(1)) for n in (1, 2)
+        ]
+        for pid in pids:
+            self.addCleanup(resume, pid)
         clients = {}
         for i in range(USERS):
+            if i in (0, USERS // 2):
+                running, stopped = pids if i else pids[::-1]
+                os.kill(running, signal.SIGCONT)
+                os.kill(stopped, signal.SIGSTOP)
             user = f"user{i}"
             clients[user] = self.client(user)
             room = i % ROOMS
@@ -133,9 +147,9 @@ class WorkersTests(SynchronousTestCase):
                 ),
                 0,
             )
+        os.kill(pids[1], signal.SIGCONT)
         per_worker = self.users_per_worker()
-        self.assertEqual(sum(per_worker), USERS)
-        self.assertTrue(all(per_worker), per_worker)
+        self.assertEqual(per_worker, [USERS // 2, USERS // 2])
         rooms = [metric(self.metrics + i, "chatsvc_room_users") for i in range(2)]
         spanning = [
             room for room, count in rooms[0].items() if count and rooms[1].get(room)
@@ -202,6 +216,14 @@ class WorkersTests(SynchronousTestCase):
             expected = ChatNotify(f"user{room}".encode(), f"{text} {room}".encode())
             client.read_until(lambda c=client, e=expected: e in c.events)
             self.assertEqual(client.events.count(expected), 1)
+
+
+def resume(pid: int) -> None:
+    """
+    Let process C{pid} run again if it still exists.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
 
 
 def left(client: Client) -> int:
