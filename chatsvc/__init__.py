@@ -14,9 +14,9 @@ its pure layers, L{chatsvc.protocol} and L{chatsvc.content}) loads no Twisted.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from chatsvc._lazy import lazy_exports
 from chatsvc._version import __version__
 
 if TYPE_CHECKING:
@@ -70,15 +70,4 @@ __all__ = [
     "sendqueue_service",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -24,8 +24,9 @@ chatsvc.loadtest.cli} runs it without a second copy.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chatsvc._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chatsvc.loadtest.accounting import SentLog, SequenceTracker, count_lost
@@ -37,28 +38,21 @@ if TYPE_CHECKING:
     from chatsvc.loadtest.wire import chat_message, parse_chat_message
 
 _WHERE = {
-    "Bot": "bot",
-    "BotState": "bot",
-    "Counters": "counters",
-    "Directory": "directory",
-    "SentLog": "accounting",
-    "SequenceTracker": "accounting",
-    "count_lost": "accounting",
-    "RunConfig": "config",
-    "share_bots": "config",
-    "Summary": "stats",
-    "WorkerResult": "stats",
-    "merge": "stats",
-    "chat_message": "wire",
-    "parse_chat_message": "wire",
+    "Bot": "chatsvc.loadtest.bot",
+    "BotState": "chatsvc.loadtest.bot",
+    "Counters": "chatsvc.loadtest.counters",
+    "Directory": "chatsvc.loadtest.directory",
+    "SentLog": "chatsvc.loadtest.accounting",
+    "SequenceTracker": "chatsvc.loadtest.accounting",
+    "count_lost": "chatsvc.loadtest.accounting",
+    "RunConfig": "chatsvc.loadtest.config",
+    "share_bots": "chatsvc.loadtest.config",
+    "Summary": "chatsvc.loadtest.stats",
+    "WorkerResult": "chatsvc.loadtest.stats",
+    "merge": "chatsvc.loadtest.stats",
+    "chat_message": "chatsvc.loadtest.wire",
+    "parse_chat_message": "chatsvc.loadtest.wire",
 }
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 __all__ = [
@@ -77,3 +71,5 @@ __all__ = [
     "parse_chat_message",
     "share_bots",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, __all__)
