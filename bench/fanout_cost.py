@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> tuple[int, float]:
             "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
             "--chat-rate", "0", "--rooms", "100", "--room-capacity", "100",
             "--max-users", str(args.users + 10), "--log-level", "warn",
+            "--max-connections-per-ip", "0",
         ]
     )  # fmt: skip
     service = make_chat_service(options)

@@ -7,7 +7,7 @@ Two hot paths measured in one process, without a load generator:
 - **receive**: ``chatsvc-bench`` checking chat notifies, per notify, on the
   plain path and with numpy, at 8, 64 and 256 notifies per read.
 
-    python bench/micro.py [--repeat N]
+    python bench/micro.py [--repeat N] [--only fanout|receive]
 
 Run it from the repository (it uses the test suite's bot helpers), on an
 otherwise idle machine; each figure is the best of N repeats.
@@ -45,7 +45,7 @@ def best(repeat: int, once: Callable[[], float]) -> float:
 
 def fanout(repeat: int) -> list[str]:
     app = ChatApplication(ChatConfig(chat_rate=0), OpenLogin(), clock=time.monotonic)
-    factory = SessionFactory(app, NetConfig(), reactor)
+    factory = SessionFactory(app, NetConfig(max_connections_per_ip=0), reactor)
     port = reactor.listenTCP(0, factory, backlog=MEMBERS, interface="127.0.0.1")
     clients = []
     for _ in range(MEMBERS):
@@ -143,8 +143,16 @@ def receive(repeat: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="repeats (5)")
+    parser.add_argument(
+        "--only", choices=("fanout", "receive"), help="measure one of the two paths"
+    )
     args = parser.parse_args()
-    print("\n".join(fanout(args.repeat) + receive(args.repeat)))
+    lines = []
+    if args.only != "receive":
+        lines += fanout(args.repeat)
+    if args.only != "fanout":
+        lines += receive(args.repeat)
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -26,11 +26,13 @@ from chatsvc.protocol import (
     PacketId,
     ProtocolError,
     Result,
+    chat_message,
     encode_packet,
     parse_request,
 )
 
 DEV_ECHO = PacketId.DEV_ECHO.value
+ROOM_CHAT_REQUEST = PacketId.ROOM_CHAT_REQUEST.value
 _packet_id = itemgetter(0)
 
 #: Login lines per second on average, and at once: a login storm must not
@@ -175,14 +177,16 @@ class ChatApplication:
         session.set_deadline(self.login_timeout, "log in")
 
     def packets_received(self, session: Session, packets: list[Packet]) -> None:
-        handle = self.server.handle
+        server = self.server
         for packet in packets:
-            request = parse_request(packet.packet_id, packet.body)
-            if request is not None:
-                handle(session, request)
-            elif packet.packet_id == DEV_ECHO:
-                echo = encode_packet(DEV_ECHO, packet.body, packet.type)
-                self.server.stats.sent(PacketId.DEV_ECHO, len(echo))
+            packet_id, packet_type, body = packet
+            if packet_id == ROOM_CHAT_REQUEST:
+                server.chat(session, chat_message(body))
+            elif (request := parse_request(packet_id, body)) is not None:
+                server.handle(session, request)
+            elif packet_id == DEV_ECHO:
+                echo = encode_packet(DEV_ECHO, body, packet_type)
+                server.stats.sent(PacketId.DEV_ECHO, len(echo))
                 session.send(echo)
             else:
                 self.unknown(session, packet)

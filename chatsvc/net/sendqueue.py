@@ -30,7 +30,8 @@ is the only code that looks inside a Twisted transport to do this.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet import tcp
@@ -39,6 +40,12 @@ from zope.interface import implementer
 
 from chatsvc.net.stats import NetStats
 from chatsvc.net.turn import Pump
+
+#: C{SendQueue._written_turn} of a queue that wrote in no turn yet, and of one
+#: that must not write at once (paused or closed): every turn number is above
+#: the first and below the second.
+_NOT_YET = -1
+_BLOCKED = sys.maxsize
 
 
 class SendQueueOwner(Protocol):
@@ -79,23 +86,27 @@ def transport_writer(transport: ITransport) -> Callable[[bytes], None]:
         return write
     connection: Any = transport
     send = connection.getHandle().send
+    # Read below for every write: as attributes of the connection itself
+    # rather than defaults of its class, they are found several times faster.
+    for name in ("dataBuffer", "disconnecting", "TLS"):
+        setattr(connection, name, getattr(connection, name))
 
     def write_now(data: bytes) -> None:
         if (
-            not connection._tempDataLen
-            and not connection.dataBuffer
-            and connection.connected
-            and not connection.disconnecting
-            and not connection.TLS
+            connection._tempDataLen
+            or connection.dataBuffer
+            or connection.disconnecting
+            or connection.TLS
+            or not connection.connected
         ):
-            try:
-                written = send(data)
-            except OSError:
-                written = 0  # would block, or broken: the transport finds out
-            if written == len(data):
-                return
-            data = data[written:]
-        write(data)
+            write(data)
+            return
+        try:
+            written = send(data)
+        except OSError:
+            written = 0  # would block, or broken: the transport finds out
+        if written != len(data):
+            write(data[written:])
 
     return write_now
 
@@ -134,7 +145,7 @@ class SendQueue:
         self._owner = owner
         self._chunks: list[bytes] = []
         self._scheduled = False
-        self._written_turn = -1
+        self._written_turn = _NOT_YET
         self.limit = limit
         self.pending = 0
         self.paused = False
@@ -146,7 +157,29 @@ class SendQueue:
         Queue C{data} to be written at the end of this reactor turn (or at
         once while the turn ends, see L{push_to_all}).
         """
-        push_to_all((self,), data)
+        if self._written_turn < self._pump.ending:
+            self._write_now(data)
+            return
+        if self.closed:
+            return
+        self._chunks.append(data)
+        self.pending += len(data)
+        if self.pending > self.limit:
+            self._owner.output_overflowed(self.pending)
+        elif not self._scheduled and not self.paused:
+            self._scheduled = True
+            self._pump.write_at_end_of_turn(self)
+
+    def _write_now(self, data: bytes) -> None:
+        self._written_turn = self._pump.ending
+        chunks = self._chunks
+        if chunks:
+            chunks.append(data)
+            data = b"".join(chunks)
+            chunks.clear()
+            self.pending = 0
+        self._stats.bytes_out += len(data)
+        self._write(data)
 
     def write_unless_paused(self) -> None:
         """
@@ -169,7 +202,8 @@ class SendQueue:
         chunks.clear()
         self.pending = 0
         self._stats.bytes_out += len(data)
-        self._written_turn = self._pump.turn
+        if not self.paused:
+            self._written_turn = self._pump.turn
         self._write(data)
 
     def close(self) -> None:
@@ -177,15 +211,20 @@ class SendQueue:
         Drop whatever is queued and accept nothing more.
         """
         self.closed = True
+        self._written_turn = _BLOCKED
         self._chunks.clear()
         self.pending = 0
 
     def pauseProducing(self) -> None:
         self.paused = True
+        self._written_turn = _BLOCKED
         self._owner.output_paused()
 
     def resumeProducing(self) -> None:
+        if self.closed:
+            return
         self.paused = False
+        self._written_turn = _NOT_YET
         self.write_unless_paused()
         if not self.paused:
             self._owner.output_resumed()
@@ -194,7 +233,7 @@ class SendQueue:
         self.close()
 
 
-def push_to_all(queues: Collection[SendQueue], data: bytes) -> None:
+def push_to_all(queues: Iterable[SendQueue], data: bytes) -> None:
     """
     Give the same C{data} to each of C{queues}: the one rule of when output
     leaves.
@@ -205,32 +244,19 @@ def push_to_all(queues: Collection[SendQueue], data: bytes) -> None:
     join them. Any other queue keeps C{data} for its end-of-turn write (or,
     paused, until the transport resumes it); a closed one drops it.
 
-    This runs for every member of every room with news, every turn, so it
-    makes no method call per queue but the write itself.
+    This runs for every member of every room with news, every turn, so the
+    common case, a queue that writes at once and holds nothing, makes no
+    method call but the write itself.
     """
     size = len(data)
     for queue in queues:
-        if queue.closed:
-            continue
-        pump = queue._pump
-        if pump.ending_turn and not queue.paused and queue._written_turn != pump.turn:
-            queue._written_turn = pump.turn
-            chunks = queue._chunks
-            if chunks:
-                chunks.append(data)
-                joined = b"".join(chunks)
-                chunks.clear()
-                queue.pending = 0
-                queue._stats.bytes_out += len(joined)
-                queue._write(joined)
+        ending = queue._pump.ending
+        if queue._written_turn < ending:
+            if queue._chunks:
+                queue._write_now(data)
             else:
+                queue._written_turn = ending
                 queue._stats.bytes_out += size
                 queue._write(data)
-            continue
-        queue._chunks.append(data)
-        queue.pending += size
-        if queue.pending > queue.limit:
-            queue._owner.output_overflowed(queue.pending)
-        elif not queue._scheduled and not queue.paused:
-            queue._scheduled = True
-            pump.write_at_end_of_turn(queue)
+        else:
+            queue.push(data)

@@ -48,8 +48,9 @@ class Pump:
     Schedules input processing and output writing once per reactor turn.
 
     @ivar turn: counts the turns run.
-    @ivar ending_turn: whether the end-of-turn hooks are running: nothing the
-        application queues after that point would wait for anything else.
+    @ivar ending: the number of the turn whose end-of-turn hooks are running,
+        or -1 between them: nothing the application queues while a turn ends
+        would wait for anything else.
     """
 
     def __init__(self, reactor: IReactorTime) -> None:
@@ -59,7 +60,7 @@ class Pump:
         self._hooks: list[Callable[[], None]] = []
         self._call: IDelayedCall | None = None
         self.turn = 0
-        self.ending_turn = False
+        self.ending = -1
 
     def add_turn_hook(self, hook: Callable[[], None]) -> None:
         """
@@ -109,12 +110,12 @@ class Pump:
             work = ready.popleft()
             if work.process_batch():
                 ready.append(work)
-        self.ending_turn = True
+        self.ending = self.turn
         try:
             for hook in self._hooks:
                 hook()
         finally:
-            self.ending_turn = False
+            self.ending = -1
         held = self._held
         self._held = []
         for output in held:

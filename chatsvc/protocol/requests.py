@@ -7,6 +7,7 @@ server) and encoded as the reference client does (for clients).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from chatsvc.protocol.fields import (
     CHAT_MSG_FIELD,
@@ -61,6 +62,22 @@ Request = LoginRequest | EnterRoomRequest | LeaveRoomRequest | ChatRequest
 _LEAVE_REQUEST = LeaveRoomRequest()
 
 
+_ROOM_CHAT_REQUEST: Final = PacketId.ROOM_CHAT_REQUEST.value
+
+
+def chat_message(body: bytes) -> bytes:
+    """
+    Return the message of a ROOM_CHAT_REQUEST's body (what L{parse_request}
+    puts in its L{ChatRequest}).
+
+    @raise ProtocolError: for a body of the wrong length.
+    """
+    if not 1 <= len(body) <= CHAT_MSG_FIELD:
+        raise ProtocolError(f"ROOM_CHAT_REQUEST body of {len(body)} bytes")
+    end = body.find(b"\0")
+    return body if end < 0 else body[:end]
+
+
 def parse_request(packet_id: int, body: bytes) -> Request | None:
     """
     Return the request a client packet carries, or L{None} for an id that is
@@ -68,11 +85,9 @@ def parse_request(packet_id: int, body: bytes) -> Request | None:
 
     @raise ProtocolError: for a chat request whose body has the wrong length.
     """
+    if packet_id == _ROOM_CHAT_REQUEST:
+        return ChatRequest(chat_message(body))
     size = len(body)
-    if packet_id == PacketId.ROOM_CHAT_REQUEST:
-        if not 1 <= size <= CHAT_MSG_FIELD:
-            raise ProtocolError(f"ROOM_CHAT_REQUEST body of {size} bytes")
-        return ChatRequest(unpack_str(body))
     if packet_id == PacketId.LOGIN_REQUEST:
         if size != LOGIN_BODY:
             raise ProtocolError(f"LOGIN_REQUEST body of {size} bytes, not {LOGIN_BODY}")
