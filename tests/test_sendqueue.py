@@ -1,5 +1,5 @@
 """
-Tests for L{chatsvc.net.sendqueue.transport_writer}: when a write goes
+Tests for L{chatsvc.net.sendqueue.transport_writers}: when a write goes
 straight to the socket and when it goes through C{transport.write}, one test
 per thing it checks, on a real TCP connection object over a socket pair.
 """
@@ -14,7 +14,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.net.sendqueue import transport_writer
+from chatsvc.net.sendqueue import MAX_IOVEC, transport_writers
 
 
 class FlakySocket:
@@ -31,6 +31,9 @@ class FlakySocket:
             raise BlockingIOError()
         self.sent.append(data[: self.take])
         return self.take
+
+    def sendmsg(self, chunks: list[bytes]) -> int:
+        return self.send(b"".join(chunks))
 
 
 class TransportWriterTests(SynchronousTestCase):
@@ -51,14 +54,44 @@ class TransportWriterTests(SynchronousTestCase):
             return b""
 
     def assertWentThroughTransport(self) -> None:
-        transport_writer(self.connection)(b"data")
-        self.assertEqual(self.written, [b"data"])
+        writers = transport_writers(self.connection)
+        writers.write(b"data")
+        writers.write_sequence([b"da", b"ta"], 4)
+        self.assertEqual(self.written, [b"data", b"data"])
         self.assertEqual(self.received(), b"")
 
     def test_idle_connection_sends_on_the_socket(self) -> None:
-        transport_writer(self.connection)(b"data")
+        transport_writers(self.connection).write(b"data")
         self.assertEqual(self.received(), b"data")
         self.assertEqual(self.written, [])
+
+    def test_sequence_in_one_sendmsg(self) -> None:
+        """
+        A list of byte strings leaves in one C{sendmsg}, not joined first.
+        """
+        sent: list[list[bytes]] = []
+        real = self.connection.socket
+
+        class Recording:
+            send = real.send
+
+            def sendmsg(self, chunks: list[bytes]) -> int:
+                sent.append(list(chunks))
+                return real.sendmsg(chunks)
+
+        self.connection.socket = Recording()
+        transport_writers(self.connection).write_sequence([b"ab", b"cd", b"e"], 5)
+        self.assertEqual(sent, [[b"ab", b"cd", b"e"]])
+        self.assertEqual(self.received(), b"abcde")
+        self.assertEqual(self.written, [])
+
+    def test_long_sequence_joined(self) -> None:
+        """
+        More byte strings than one C{sendmsg} may take are joined and written.
+        """
+        chunks = [b"x"] * (MAX_IOVEC + 1)
+        transport_writers(self.connection).write_sequence(chunks, len(chunks))
+        self.assertEqual(self.written, [b"x" * len(chunks)])
 
     def test_unsent_data_buffer(self) -> None:
         """
@@ -92,14 +125,18 @@ class TransportWriterTests(SynchronousTestCase):
         What the socket does not take goes to the transport, in order.
         """
         self.connection.socket = FlakySocket(take=3)
-        transport_writer(self.connection)(b"abcdefg")
-        self.assertEqual(self.connection.socket.sent, [b"abc"])
-        self.assertEqual(self.written, [b"defg"])
+        writers = transport_writers(self.connection)
+        writers.write(b"abcdefg")
+        writers.write_sequence([b"ab", b"cd", b"efg"], 7)
+        self.assertEqual(self.connection.socket.sent, [b"abc", b"abc"])
+        self.assertEqual(self.written, [b"defg", b"defg"])
 
     def test_failed_send(self) -> None:
         self.connection.socket = FlakySocket(take=None)
-        transport_writer(self.connection)(b"abcdefg")
-        self.assertEqual(self.written, [b"abcdefg"])
+        writers = transport_writers(self.connection)
+        writers.write(b"abcdefg")
+        writers.write_sequence([b"abc", b"defg"], 7)
+        self.assertEqual(self.written, [b"abcdefg", b"abcdefg"])
 
     def test_other_transports_write(self) -> None:
         """
@@ -107,4 +144,7 @@ class TransportWriterTests(SynchronousTestCase):
         TLS's, test transports) always get C{write}.
         """
         transport = StringTransport()
-        self.assertEqual(transport_writer(transport), transport.write)
+        writers = transport_writers(transport)
+        self.assertEqual(writers.write, transport.write)
+        writers.write_sequence([b"ab", b"c"], 3)
+        self.assertEqual(transport.value(), b"abc")

@@ -24,7 +24,7 @@ at once on the transport's socket (one C{send}, the call the reactor would
 make) and hands only what the socket did not take, or the data of a send that
 failed, to C{transport.write}, which deals with it as it would have. The
 IOCP reactor has no such cost (every write is a C{WSASend} completing on the
-port), and its transports always get C{transport.write}. L{transport_writer}
+port), and its transports always get C{transport.write}. L{transport_writers}
 is the only code that looks inside a Twisted transport to do this.
 """
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IPushProducer, ITransport
@@ -69,23 +69,45 @@ class SendQueueOwner(Protocol):
         """
 
 
-def transport_writer(transport: ITransport) -> Callable[[bytes], None]:
+class Writers(NamedTuple):
     """
-    Return a function that writes bytes on C{transport} as C{transport.write}
-    would, sending straight on the socket when that is the same thing.
+    How a send queue writes to its transport: L{transport_writers}.
+    """
+
+    write: Callable[[bytes], None]
+    """Write bytes."""
+
+    write_sequence: Callable[[list[bytes], int], None]
+    """Write a list of byte strings (their total size given) as one write."""
+
+
+#: The most byte strings given to one C{sendmsg}, within every system's
+#: C{IOV_MAX}; a longer list is joined first.
+MAX_IOVEC = 512
+
+
+def transport_writers(transport: ITransport) -> Writers:
+    """
+    Return functions that write on C{transport} as C{transport.write} and
+    C{transport.writeSequence} would, sending straight on the socket when
+    that is the same thing.
 
     That is the case for a plain TCP connection of a readiness-based reactor
     (a L{tcp.Connection}, which IOCP's and TLS's transports are not) that is
     connected, not closing, not switched to TLS with C{startTLS}, and holds
     nothing unsent (neither in C{dataBuffer} nor in the writes not yet joined
-    to it, C{_tempDataLen}). Anything else, and whatever the socket does not
-    take at once, goes through C{transport.write}.
+    to it, C{_tempDataLen}). A list of byte strings then leaves in one
+    C{sendmsg}, without joining them first. Anything else, and whatever the
+    socket does not take at once, goes through C{transport.write}, as one
+    write.
     """
     write = transport.write
     if not isinstance(transport, tcp.Connection):
-        return write
+        return Writers(write, lambda chunks, size: write(b"".join(chunks)))
     connection: Any = transport
-    send = connection.getHandle().send
+    sock = connection.getHandle()
+    send = sock.send
+    sendmsg = sock.sendmsg
     # Read below for every write: as attributes of the connection itself
     # rather than defaults of its class, they are found several times faster.
     for name in ("dataBuffer", "disconnecting", "TLS"):
@@ -108,7 +130,25 @@ def transport_writer(transport: ITransport) -> Callable[[bytes], None]:
         if written != len(data):
             write(data[written:])
 
-    return write_now
+    def write_sequence_now(chunks: list[bytes], size: int) -> None:
+        if (
+            len(chunks) > MAX_IOVEC
+            or connection._tempDataLen
+            or connection.dataBuffer
+            or connection.disconnecting
+            or connection.TLS
+            or not connection.connected
+        ):
+            write(b"".join(chunks))
+            return
+        try:
+            written = sendmsg(chunks)
+        except OSError:
+            written = 0
+        if written != size:
+            write(b"".join(chunks)[written:])
+
+    return Writers(write_now, write_sequence_now)
 
 
 @implementer(IPushProducer)
@@ -124,6 +164,7 @@ class SendQueue:
         "_scheduled",
         "_stats",
         "_write",
+        "_write_sequence",
         "_written_turn",
         "closed",
         "limit",
@@ -139,7 +180,7 @@ class SendQueue:
         owner: SendQueueOwner,
         stats: NetStats,
     ) -> None:
-        self._write = transport_writer(transport)
+        self._write, self._write_sequence = transport_writers(transport)
         self._stats = stats
         self._pump = pump
         self._owner = owner
@@ -175,11 +216,22 @@ class SendQueue:
         chunks = self._chunks
         if chunks:
             chunks.append(data)
-            data = b"".join(chunks)
+            self._write_held(self.pending + len(data))
+        else:
+            self._stats.bytes_out += len(data)
+            self._write(data)
+
+    def _write_held(self, size: int) -> None:
+        chunks = self._chunks
+        self._stats.bytes_out += size
+        self.pending = 0
+        if len(chunks) == 1:
+            data = chunks[0]
             chunks.clear()
-            self.pending = 0
-        self._stats.bytes_out += len(data)
-        self._write(data)
+            self._write(data)
+        else:
+            self._write_sequence(chunks, size)
+            chunks.clear()
 
     def write_unless_paused(self) -> None:
         """
@@ -195,16 +247,11 @@ class SendQueue:
         Hand everything queued to the transport now, even while it is paused
         (the transport buffers it): for a connection about to close.
         """
-        chunks = self._chunks
-        if self.closed or not chunks:
+        if self.closed or not self._chunks:
             return
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self.pending = 0
-        self._stats.bytes_out += len(data)
         if not self.paused:
             self._written_turn = self._pump.turn
-        self._write(data)
+        self._write_held(self.pending)
 
     def close(self) -> None:
         """
