@@ -87,7 +87,7 @@ def cpu_seconds(pid: int) -> float:
 
 def node_command(port: int, cluster: str | None, node: str) -> list[str]:
     argv = [
-        sys.executable, str(_common.twistd_path()), "-n", "--pidfile=", "chatsvc",
+        *_common.twistd_command(), "-n", "--pidfile=", "chatsvc",
         "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
         "--chat-rate", "0", "--rooms", "100", "--room-capacity", "100",
         "--max-connections-per-ip", "0", "--log-level", "warn",
