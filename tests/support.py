@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -154,7 +155,20 @@ class RedisServer:
             self._process.wait(10)
             self._process = None
 
+    def pause(self) -> None:
+        """
+        Stop the server's process (SIGSTOP): connections stay open, nothing
+        is answered until L{resume}.
+        """
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
+        self.resume()
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
 

@@ -15,7 +15,7 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from chatsvc.cluster import ClusterConfig, ClusterNode, ClusterUnavailableError
-from chatsvc.cluster.link import shard_of
+from chatsvc.cluster.link import RedisLink, shard_of
 from chatsvc.cluster.stream import ChatEvent, EnterEvent, Event, LeaveEvent, Member
 from chatsvc.host.options import ChatOptions
 from chatsvc.host.redis_login import RedisURL
@@ -182,6 +182,24 @@ class RoomTests(ClusterTestCase):
         await b.publish(2, 1, b"hello")
         await eventually(lambda: len(listener(b).events) >= 4)
         self.assertEqual(len(listener(a).events), before)
+
+    async def test_publish_fails_when_redis_stops_answering(self) -> None:
+        """
+        A Redis that keeps its connections but answers nothing: a publish
+        fails once it waited the link's timeout, it does not wait for ever.
+        """
+        link = RedisLink(
+            reactor, RedisURL.parse(self.redis.url), timeout=0.5, reconnect_delay=0.2
+        )
+        self.addCleanup(lambda: ensureDeferred(link.close()))
+        await eventually(lambda: link.connected)
+        await link.publish(b"t:room", b"answered")
+        self.redis.pause()
+        self.addCleanup(self.redis.resume)
+        started = time.monotonic()
+        with self.assertRaises(ClusterUnavailableError):
+            await link.publish(b"t:room", b"unanswered")
+        self.assertLess(time.monotonic() - started, 0.5 + 0.2 + 1.0)
 
     async def test_publish_fails_while_redis_is_down(self) -> None:
         a = await self.node("a")
