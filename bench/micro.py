@@ -1,13 +1,16 @@
 """
-Two hot paths measured in one process, without a load generator:
+Three hot paths measured in one process, without a load generator:
 
+- **request**: the chat stage's Python per chat request, from the bytes a
+  session receives to the notifies its room hands over, with 200 users in
+  rooms of 10 each sending 4 chats a turn (test transports: no system calls);
 - **fan-out**: a room's notifies handed to 100 loopback connections at the end
   of a turn, per member: ``socket.send`` alone, ``send_to_all`` (what
   ``ChatApplication.broadcast`` does) and a ``Session.send`` per member;
 - **receive**: ``chatsvc-bench`` checking chat notifies, per notify, on the
   plain path and with numpy, at 8, 64 and 256 notifies per read.
 
-    python bench/micro.py [--repeat N] [--only fanout|receive]
+    python bench/micro.py [--repeat N] [--only request|fanout|receive]
 
 Run it from the repository (it uses the test suite's bot helpers), on an
 otherwise idle machine; each figure is the best of N repeats.
@@ -26,6 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 
 from chatsvc.content.chat import ChatConfig
 from chatsvc.content.login import OpenLogin
@@ -33,6 +38,8 @@ from chatsvc.host.applications import ChatApplication
 from chatsvc.loadtest.fastpath import NotifyChecker
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import SessionFactory
+from chatsvc.protocol import PacketId
+from chatsvc.protocol.requests import chat_request, enter_room_request, login_request
 from tests.test_loadtest import DIRECTORY, bot_in_room, notify
 
 MEMBERS = 100
@@ -104,6 +111,47 @@ def fanout(repeat: int) -> list[str]:
     return lines
 
 
+def request(repeat: int) -> list[str]:
+    app = ChatApplication(
+        ChatConfig(chat_rate=0, rooms=20, room_capacity=10), OpenLogin(), time.monotonic
+    )
+    factory = SessionFactory(
+        app, NetConfig(max_connections_per_ip=0), reactor, known_ids=PacketId
+    )
+    pump = factory.pump
+    users = []
+    for i in range(200):
+        address = IPv4Address("TCP", "127.0.0.1", 10_000 + i)
+        session = factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        session.makeConnection(transport)
+        session.dataReceived(login_request(f"u{i}", "pw"))
+        users.append((session, transport))
+    pump.run_now()
+    for i, (session, _) in enumerate(users):
+        session.dataReceived(enter_room_request(i // 10))
+        pump.run_now()
+    chats = chat_request("a chat message of some 32 bytes.") * 4
+    turns = 50
+
+    def once() -> float:
+        started = time.perf_counter()
+        for _ in range(turns):
+            for session, _ in users:
+                session.dataReceived(chats)
+            pump.run_now()
+        spent = time.perf_counter() - started
+        for _, transport in users:
+            transport.clear()
+        return spent
+
+    seconds = best(repeat, once)
+    assert app.server.stats.chats == (repeat * turns) * 200 * 4
+    return [
+        f"chat request, K=10, 4 a turn per user: {seconds / turns / 800 * 1e9:5.0f} ns"
+    ]
+
+
 def check(chunks: list[bytes], numpy: bool) -> float:
     """
     CPU seconds one bot takes to receive C{chunks} of notifies.
@@ -143,15 +191,13 @@ def receive(repeat: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="repeats (5)")
-    parser.add_argument(
-        "--only", choices=("fanout", "receive"), help="measure one of the two paths"
-    )
+    paths = {"request": request, "fanout": fanout, "receive": receive}
+    parser.add_argument("--only", choices=list(paths), help="measure one path")
     args = parser.parse_args()
     lines = []
-    if args.only != "receive":
-        lines += fanout(args.repeat)
-    if args.only != "fanout":
-        lines += receive(args.repeat)
+    for name, measure in paths.items():
+        if args.only in (None, name):
+            lines += measure(args.repeat)
     print("\n".join(lines))
 
 

@@ -26,12 +26,16 @@ from chatsvc.host.redis_login import RedisLogin, RedisURL
 from chatsvc.net.config import NetConfig
 from chatsvc.net.session import Session, SessionFactory
 from chatsvc.protocol import (
+    ChatNotify,
     Packet,
     PacketDecoder,
     PacketId,
+    Response,
     UserLeft,
+    chat_request,
     encode_packet,
     enter_room_request,
+    leave_room_request,
     login_request,
     parse_event,
 )
@@ -119,6 +123,56 @@ class ChatApplicationTests(SynchronousTestCase):
         events = [parse_event(packet) for packet in decode(transports[0])]
         self.assertEqual(len(events), 1)
         self.assertIsInstance(events[0], UserLeft)
+
+    def test_requests_of_one_batch_answered_in_order(self) -> None:
+        """
+        Chats, another request and a chat again in one batch: the run of
+        chats before the leave is answered and published before the leave,
+        the chat after it is answered as one outside a room (81), and a
+        packet that breaks the protocol still lets the chats before it
+        through.
+        """
+        reactor = MemoryReactorClock()
+        app = ChatApplication(ChatConfig(chat_rate=0), OpenLogin(), reactor.seconds)
+        factory = SessionFactory(app, NetConfig(), reactor)
+        addr = IPv4Address("TCP", "127.0.0.1", 1)
+        session = factory.buildProtocol(addr)
+        assert session is not None
+        transport = HalfCloseTransport(peerAddress=addr)
+        session.makeConnection(transport)
+        session.dataReceived(login_request("alice", "pw") + enter_room_request(0))
+        reactor.advance(0)
+        reactor.advance(0)
+        transport.clear()
+        session.dataReceived(
+            chat_request("1")
+            + chat_request("2")
+            + leave_room_request()
+            + chat_request("3")
+        )
+        factory.pump.run_now()
+        self.assertEqual(
+            [parse_event(packet) for packet in decode(transport)],
+            [
+                Response(PacketId.ROOM_CHAT_RESPONSE, 0),
+                Response(PacketId.ROOM_CHAT_RESPONSE, 0),
+                ChatNotify(b"alice", b"1"),
+                ChatNotify(b"alice", b"2"),
+                Response(PacketId.ROOM_LEAVE_RESPONSE, 0),
+                Response(PacketId.ROOM_CHAT_RESPONSE, 81),
+            ],
+        )
+        session.dataReceived(enter_room_request(0))
+        factory.pump.run_now()
+        transport.clear()
+        with capturedLogs():
+            session.dataReceived(chat_request("4") + encode_packet(221, b""))
+            factory.pump.run_now()
+        self.assertTrue(transport.aborted)
+        self.assertEqual(
+            [parse_event(packet) for packet in decode(transport)],
+            [Response(PacketId.ROOM_CHAT_RESPONSE, 0), ChatNotify(b"alice", b"4")],
+        )
 
 
 class LoginDeadlineAndKeepaliveTests(SynchronousTestCase):

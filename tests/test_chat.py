@@ -407,6 +407,44 @@ class ChatTests(ChatTestCase):
         self.connect("a")
         self.assertEqual(self.chat("a", b"x"), [Response(CHAT, 51)])
 
+    def test_run_of_chats_as_one_after_the_other(self) -> None:
+        """
+        L{ChatServer.chats} answers and publishes a run of messages as
+        L{ChatServer.chat} would one by one, in or out of a room.
+        """
+        self.in_room(1, "a", "b")
+        self.server.chats("a", [b"1", b"2", b"3"])
+        self.server.end_of_turn()
+        notifies = [ChatNotify(b"a", m) for m in (b"1", b"2", b"3")]
+        self.assertEqual(self.outbox.take("a"), [Response(CHAT, 0)] * 3 + notifies)
+        self.assertEqual(self.outbox.take("b"), notifies)
+        self.assertEqual(self.server.stats.chats, 3)
+        self.assertEqual(self.server.stats.chat_notifies, 6)
+        self.connect("c")
+        self.login("c")
+        self.server.chats("c", [b"x", b"y"])
+        self.assertEqual(self.outbox.take("c"), [Response(CHAT, 81)] * 2)
+
+    def test_run_of_chats_rate_limited_one_by_one(self) -> None:
+        """
+        With a chat rate, each message of a run takes its own token: the
+        messages past the burst get 63.
+        """
+        self.make_server(chat_rate=1, chat_burst=2)
+        self.in_room(1, "a")
+        self.server.chats("a", [b"1", b"2", b"3"])
+        self.server.end_of_turn()
+        self.assertEqual(
+            self.outbox.take("a"),
+            [
+                Response(CHAT, 0),
+                Response(CHAT, 0),
+                Response(CHAT, 63),
+                ChatNotify(b"a", b"1"),
+                ChatNotify(b"a", b"2"),
+            ],
+        )
+
     def test_notify_encoded_once_per_room(self) -> None:
         """
         A turn's notifies for a room are joined once and the same bytes go to

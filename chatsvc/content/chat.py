@@ -488,12 +488,42 @@ class ChatServer(Generic[H]):
     def chat(self, handle: H, message: bytes) -> None:
         """
         Apply a ROOM_CHAT_REQUEST carrying C{message}: what L{handle} does
-        with a L{ChatRequest}, for the most frequent request without making
-        one.
+        with a L{ChatRequest}, without making one.
+        """
+        self.chats(handle, [message])
+
+    def chats(self, handle: H, messages: list[bytes]) -> None:
+        """
+        Apply ROOM_CHAT_REQUESTs carrying C{messages}, in order, as L{chat}
+        does one after the other: the answers and notifies are the same, and
+        a member in a room of this process, the most frequent case, has them
+        all answered and published at once.
         """
         client = self.clients.get(handle)
         if client is None:
             return
+        room = client.room
+        if (
+            room is None
+            or client.held is not None
+            or self.config.chat_rate
+            or self.shared_rooms is not None
+        ):
+            for message in messages:
+                self._chat(handle, client, message)
+            return
+        count = len(messages)
+        stats = self.stats
+        stats.chats += count
+        self._outbox.send(handle, _CHAT_OK * count)
+        stats.chat_notifies += count * len(room.members)
+        prefix = client.notify_prefix
+        for message in messages:
+            self.room_stream.publish(
+                room, prefix + message.ljust(CHAT_MSG_FIELD, b"\0")
+            )
+
+    def _chat(self, handle: H, client: User, message: bytes) -> None:
         held = client.held
         if held is not None and len(held) < MAX_HELD:
             held.append(ChatRequest(message))

@@ -178,20 +178,32 @@ class ChatApplication:
 
     def packets_received(self, session: Session, packets: list[Packet]) -> None:
         server = self.server
-        for packet in packets:
-            packet_id, packet_type, body = packet
-            if packet_id == ROOM_CHAT_REQUEST:
-                server.chat(session, chat_message(body))
-            elif (request := parse_request(packet_id, body)) is not None:
-                server.handle(session, request)
-            elif packet_id == DEV_ECHO:
-                echo = encode_packet(DEV_ECHO, body, packet_type)
-                server.stats.sent(PacketId.DEV_ECHO, len(echo))
-                session.send(echo)
-            else:
-                self.unknown(session, packet)
-            if session.closing:
-                break
+        chats: list[bytes] = []
+        try:
+            for packet in packets:
+                packet_id, packet_type, body = packet
+                if packet_id == ROOM_CHAT_REQUEST:
+                    chats.append(chat_message(body))
+                    continue
+                if chats:
+                    server.chats(session, chats)
+                    chats = []
+                    if session.closing:
+                        return
+                if (request := parse_request(packet_id, body)) is not None:
+                    server.handle(session, request)
+                elif packet_id == DEV_ECHO:
+                    echo = encode_packet(DEV_ECHO, body, packet_type)
+                    server.stats.sent(PacketId.DEV_ECHO, len(echo))
+                    session.send(echo)
+                else:
+                    self.unknown(session, packet)
+                if session.closing:
+                    return
+        finally:
+            # What came before a packet that breaks the protocol is applied.
+            if chats and not session.closing:
+                server.chats(session, chats)
 
     def disconnected(self, session: Session, reason: Failure) -> None:
         self.server.disconnect(session)
