@@ -99,7 +99,7 @@ def node_command(port: int, cluster: str | None, node: str) -> list[str]:
 
 @contextlib.contextmanager
 def redis_server(
-    log_dir: Path, cores: frozenset[int] | None
+    log_dir: Path, cores: frozenset[int] | None = None
 ) -> Iterator[tuple[str, int]]:
     binary = os.environ.get("CHATSVC_REDIS_SERVER") or shutil.which("redis-server")
     if binary is None:

@@ -81,3 +81,22 @@ class ClusterBenchTests(TestCase):
         counts = data["counts"]
         self.assertGreater(counts["sent"], 0)
         self.assertEqual(counts["received"], 4 * counts["sent"])
+
+    async def test_benchmark_runs_end_to_end(self) -> None:
+        """
+        C{bench/cluster.py} starts a node alone and a two-node cluster with
+        its own redis-server, and measures both: a short run completes clean.
+        """
+        out = Path(tempfile.mkdtemp(prefix="chatsvc-cluster-bench-")) / "r.json"
+        script = Path(__file__).resolve().parent.parent / "bench" / "cluster.py"
+        args = [
+            str(script), "--seconds", "1", "--rounds", "1", "--k", "100",
+            "--notifies", "2000", "--no-pin", "--json", str(out),
+        ]  # fmt: skip
+        stdout, stderr, code = await getProcessOutputAndValue(
+            sys.executable, args, env=os.environ, reactor=reactor
+        )
+        self.assertEqual(code, 0, (stdout + stderr).decode())
+        runs = json.loads(out.read_text())["runs"]
+        self.assertEqual(sorted(run["mode"] for run in runs), ["cluster", "single"])
+        self.assertTrue(all(run["ok"] and run["lost"] == 0 for run in runs))
