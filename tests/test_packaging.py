@@ -47,19 +47,25 @@ class PackagingTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
 
-    def assertServes(self, bin_dir: Path) -> None:
+    def output_elsewhere(self, argv: list[str]) -> str:
         """
-        C{twistd --help} lists the plugins and C{twistd -n chatsvc} starts,
-        run from outside the checkout.
+        Run C{argv} from outside the checkout; return what it printed.
         """
-        usage = subprocess.run(
-            [str(bin_dir / "twistd"), "--help"],
+        return subprocess.run(
+            argv,
             check=True,
             capture_output=True,
             text=True,
             cwd=self.elsewhere,
             env=self.env,
         ).stdout
+
+    def assertServes(self, bin_dir: Path) -> None:
+        """
+        C{twistd --help} lists the plugins and C{twistd -n chatsvc} starts,
+        run from outside the checkout.
+        """
+        usage = self.output_elsewhere([str(bin_dir / "twistd"), "--help"])
         for plugin in ("chatsvc-echo", "chatsvc-sendqueue", "chatsvc "):
             self.assertIn(f"    {plugin}", usage)
         port = free_port()
@@ -76,14 +82,9 @@ class PackagingTests(SynchronousTestCase):
         self.assertEqual(twistd.stop(), 0)
 
     def where_chatsvc_is(self, bin_dir: Path) -> Path:
-        found = subprocess.run(
-            [str(bin_dir / "python"), "-c", "import chatsvc; print(chatsvc.__file__)"],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=self.elsewhere,
-            env=self.env,
-        ).stdout
+        found = self.output_elsewhere(
+            [str(bin_dir / "python"), "-c", "import chatsvc; print(chatsvc.__file__)"]
+        )
         return Path(found.strip()).parent
 
     def test_wheel_and_editable_install_serve_the_plugins(self) -> None:

@@ -512,6 +512,14 @@ class ChatServer(Generic[H]):
             for message in messages:
                 self._chat(handle, client, message)
             return
+        self._accept_chats(handle, client, room, messages)
+
+    def _accept_chats(
+        self, handle: H, client: User, room: Room[H, User], messages: list[bytes]
+    ) -> None:
+        """
+        Answer C{messages} with 0 and publish their notifies in C{room}.
+        """
         count = len(messages)
         stats = self.stats
         stats.chats += count
@@ -542,13 +550,7 @@ class ChatServer(Generic[H]):
             self.shared_rooms.chat(room.number, handle, notify)
             return
         else:
-            stats = self.stats
-            stats.chats += 1
-            self._outbox.send(handle, _CHAT_OK)
-            stats.chat_notifies += len(room.members)
-            self.room_stream.publish(
-                room, client.notify_prefix + message.ljust(CHAT_MSG_FIELD, b"\0")
-            )
+            self._accept_chats(handle, client, room, [message])
             return
         self._reply(handle, PacketId.ROOM_CHAT_RESPONSE, result)
 
