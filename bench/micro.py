@@ -79,9 +79,9 @@ def fanout(repeat: int) -> list[str]:
             started = time.perf_counter()
             for _ in range(30):
                 pump.turn += 1
-                pump.ending_turn = True
+                pump.ending = pump.turn
                 turn()
-                pump.ending_turn = False
+                pump.ending = -1
             spent += time.perf_counter() - started
             drain()
         return spent / turns / MEMBERS

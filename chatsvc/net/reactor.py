@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_reactor -*-
 """
-Twisted's epoll reactor without its per-event logging context:
-C{twistd --reactor=chatsvc-epoll -n chatsvc}.
+Twisted's epoll reactor with a shorter path from a readable socket to its
+protocol: C{twistd --reactor=chatsvc-epoll -n chatsvc}.
 
 Twisted's epoll reactor handles every ready socket inside
 C{twisted.python.log.callWithLogger}, which asks the connection for its log
@@ -10,9 +10,18 @@ the legacy log records meanwhile names the connection as its "system". That
 costs more instructions than the rest of reading a socket and handing the
 bytes to a session (bench/README.md, "Where chatsvc's time goes"). chatsvc
 logs through C{twisted.logger} with its own fields (peer, session), so it
-drops that context: L{EPollReactor} is Twisted's, with the handling of each
-event called directly. What Twisted itself logs from a failed read through
-the legacy log is still logged, with the default system C{-}.
+drops that context. What Twisted itself logs from a failed read through the
+legacy log is still logged, with the default system C{-}.
+
+The most frequent event, a TCP connection with bytes to read and nothing
+else to report, is handled in the loop itself: one C{recv} of the
+connection's C{bufferSize}, and the bytes handed to its protocol's
+C{dataReceived}, as C{Connection.doRead} would after Twisted's checks for
+disconnection and writability (which such an event does not need). The end
+of the stream, a failed read and an exception from the protocol close the
+connection as Twisted's reactor does. Every other event, and connections of
+other classes (listening ports, subclasses that may read differently), take
+Twisted's own path.
 
 Only the readiness loop changes: sockets, transports, timers and threads
 are Twisted's. The IOCP reactor and the other reactors are not touched; on
@@ -21,14 +30,22 @@ them chatsvc runs as it does without this module.
 
 from __future__ import annotations
 
-from twisted.internet import epollreactor
-from twisted.internet.main import installReactor
+import sys
+from select import EPOLLIN
+
+from twisted.internet import epollreactor, tcp
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST, installReactor
+from twisted.python import log
+
+#: Connections whose reads the loop makes itself: Twisted's TCP connections,
+#: not subclasses (which may read differently).
+_DIRECT_READ = frozenset({tcp.Server, tcp.Client})
 
 
 class EPollReactor(epollreactor.EPollReactor):
     """
     Twisted's epoll reactor, handling each ready socket without a legacy
-    logging context.
+    logging context, and reading TCP connections in the loop.
     """
 
     def doPoll(self, timeout: float | None) -> None:
@@ -46,8 +63,27 @@ class EPollReactor(epollreactor.EPollReactor):
         handle = self._doReadOrWrite
         for fd, event in events:
             selectable = selectable_of(fd)
-            if selectable is not None:
+            if selectable is None:
+                continue
+            if event != EPOLLIN or type(selectable) not in _DIRECT_READ:
                 handle(selectable, fd, event)
+                continue
+            try:
+                data = selectable.socket.recv(selectable.bufferSize)
+            except BlockingIOError:
+                continue
+            except OSError:
+                self._disconnectSelectable(selectable, CONNECTION_LOST, True)
+                continue
+            if not data:
+                self._disconnectSelectable(selectable, CONNECTION_DONE, True)
+                continue
+            try:
+                selectable.protocol.dataReceived(data)
+            except BaseException:
+                why = sys.exc_info()[1]
+                log.err()
+                self._disconnectSelectable(selectable, why, True)
 
     doIteration = doPoll
 

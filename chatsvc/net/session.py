@@ -138,12 +138,11 @@ class Session(ManagedConnection):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
-        decoder = self.decoder
-        decoder.feed(data)
+        buffered = self.decoder.feed(data)
         if not self._scheduled and not self._output_paused:
             self._scheduled = True
             self._pump.process_in_turn(self)
-        if decoder.buffered > self._input_limit and not self._reading_paused:
+        if buffered > self._input_limit and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()  # type: ignore[union-attr]
 

@@ -75,7 +75,8 @@ class Pump:
         as it says it has more; its caller makes sure it is not scheduled twice.
         """
         self._ready.append(work)
-        self.run_soon()
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._run)
 
     def write_at_end_of_turn(self, output: HeldOutput) -> None:
         """

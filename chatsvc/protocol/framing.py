@@ -78,6 +78,7 @@ class PacketDecoder:
     L{ProtocolError}, and so does every later call: a broken stream stays broken.
 
     @ivar decoded_bytes: the bytes of all packets handed out so far.
+    @ivar error: the framing error found in the stream, if any.
     """
 
     def __init__(self, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
@@ -88,16 +89,9 @@ class PacketDecoder:
         self.max_packet_size = max_packet_size
         self._buffer: bytes | bytearray = b""
         self._offset = 0
-        self._error: ProtocolError | None = None
+        self.error: ProtocolError | None = None
         self._batch = (0, 0)
         self.decoded_bytes = 0
-
-    @property
-    def error(self) -> ProtocolError | None:
-        """
-        The framing error found in the stream, if any.
-        """
-        return self._error
 
     @property
     def buffered(self) -> int:
@@ -106,28 +100,29 @@ class PacketDecoder:
         """
         return len(self._buffer) - self._offset
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> int:
         """
-        Add bytes received from the peer.
+        Add bytes received from the peer; return the number of bytes received
+        and not yet handed out (L{buffered}).
         """
-        if not data:
-            return
         buffer = self._buffer
         offset = self._offset
         if offset == len(buffer):
             # Nothing pending: decode straight out of the received bytes.
             self._buffer = data
             self._offset = 0
-        elif isinstance(buffer, bytearray):
+            return len(data)
+        if isinstance(buffer, bytearray):
             if offset:
                 del buffer[:offset]
                 self._offset = 0
             buffer += data
-        else:
-            pending = bytearray(memoryview(buffer)[offset:])
-            pending += data
-            self._buffer = pending
-            self._offset = 0
+            return len(buffer)
+        pending = bytearray(memoryview(buffer)[offset:])
+        pending += data
+        self._buffer = pending
+        self._offset = 0
+        return len(pending)
 
     def next_packet(self) -> Packet | None:
         """
@@ -147,8 +142,8 @@ class PacketDecoder:
 
         @raise ProtocolError: if the stream is not valid framing.
         """
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         buffer = self._buffer
         if isinstance(buffer, bytearray):
             # Slicing a memoryview copies a body once, slicing a bytearray twice.
@@ -165,12 +160,12 @@ class PacketDecoder:
         while len(packets) < limit and size - offset >= HEADER_SIZE:
             length, packet_id, packet_type = _unpack_header_from(buffer, offset)
             if length < HEADER_SIZE or length > maximum:
-                self._error = ProtocolError(
+                self.error = ProtocolError(
                     f"packet length {length} outside {HEADER_SIZE}..{maximum}", "length"
                 )
                 if packets:
                     break
-                raise self._error
+                raise self.error
             end = offset + length
             if end > size:
                 break
@@ -204,9 +199,9 @@ class PacketDecoder:
 
         @raise ProtocolError: if a partial packet was left over.
         """
-        if self._error is None and self.buffered:
-            self._error = ProtocolError(
+        if self.error is None and self.buffered:
+            self.error = ProtocolError(
                 f"connection closed inside a packet ({self.buffered} bytes pending)",
                 "truncated",
             )
-            raise self._error
+            raise self.error
