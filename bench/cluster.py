@@ -85,9 +85,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def node_command(port: int, cluster: str | None, node: str) -> list[str]:
+def node_command(
+    port: int, cluster: str | None, node: str, reactor: str = ""
+) -> list[str]:
+    """
+    The command line of one chatsvc node (C{reactor}: twistd's name of the
+    reactor, C{""} for Twisted's default).
+    """
+    chosen = [f"--reactor={reactor}"] if reactor else []
     argv = [
-        *_common.twistd_command(), "-n", "--pidfile=", "chatsvc",
+        *_common.twistd_command(), "-n", "--pidfile=", *chosen, "chatsvc",
         "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
         "--chat-rate", "0", "--rooms", "100", "--room-capacity", "100",
         "--max-connections-per-ip", "0", "--log-level", "warn",
@@ -174,7 +181,7 @@ def run(
         pids, addresses = [], []
         for node in range(1 if mode == "single" else 2):
             port = _common.free_port()
-            argv = node_command(port, cluster, f"node-{node + 1}")
+            argv = node_command(port, cluster, f"node-{node + 1}", args.reactor)
             log = log_dir / f"{mode}-node-{node + 1}.log"
             process = stack.enter_context(
                 _common.serving(argv, port, server_cores, 0, log)
@@ -473,7 +480,7 @@ def capacity_run(
         redis_port = int(cluster.rsplit(":", 1)[1].split("/")[0])
         port, metrics = _common.free_port(), consecutive_free_ports(2)
         argv = [
-            *node_command(port, cluster, f"{mode}-k{k}"),
+            *node_command(port, cluster, f"{mode}-k{k}", args.reactor),
             "--rooms", str(users // k), "--room-capacity", str(k),
             "--max-users", str(users * 2),
             "--metrics", f"tcp:{metrics}:interface=127.0.0.1",
@@ -696,7 +703,7 @@ def receive_run(
         for node in (1, 2):
             port, metrics = _common.free_port(), _common.free_port()
             argv = [
-                *node_command(port, cluster, f"receive-{node}"),
+                *node_command(port, cluster, f"receive-{node}", args.reactor),
                 "--rooms", str(users), "--room-capacity", "2",
                 "--metrics", f"tcp:{metrics}:interface=127.0.0.1",
             ]  # fmt: skip
@@ -903,6 +910,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--logs", type=Path, help="keep the logs here")
+    parser.add_argument(
+        "--reactor",
+        default="chatsvc-epoll",
+        help="twistd reactor of every chatsvc process (default chatsvc-epoll,"
+        " as bench/chat.py; '' for Twisted's default)",
+    )
     parser.add_argument(
         "--capacity",
         action="store_true",

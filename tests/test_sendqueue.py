@@ -1,7 +1,8 @@
 """
-Tests for L{chatsvc.net.sendqueue.transport_writers}: when a write goes
-straight to the socket and when it goes through C{transport.write}, one test
-per thing it checks, on a real TCP connection object over a socket pair.
+Tests for L{chatsvc.net.sendqueue}: when a write goes straight to the socket
+and when it goes through C{transport.write} (L{transport_writers}, one test
+per thing it checks), and the fan-out of L{push_to_all}, on real TCP
+connection objects over socket pairs.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatsvc.net.sendqueue import MAX_IOVEC, transport_writers
+from chatsvc.net.sendqueue import MAX_IOVEC, SendQueue, push_to_all, transport_writers
+from chatsvc.net.stats import NetStats
+from chatsvc.net.turn import Pump
 
 
 class FlakySocket:
@@ -31,6 +34,28 @@ class FlakySocket:
             raise BlockingIOError()
         self.sent.append(data[: self.take])
         return self.take
+
+    def sendmsg(self, chunks: list[bytes]) -> int:
+        return self.send(b"".join(chunks))
+
+
+class FillingSocket:
+    """
+    A socket with C{room} bytes of buffer left: it takes what fits, then
+    would block.
+    """
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        if not self.room:
+            raise BlockingIOError()
+        taken = data[: self.room]
+        self.room -= len(taken)
+        self.sent.append(taken)
+        return len(taken)
 
     def sendmsg(self, chunks: list[bytes]) -> int:
         return self.send(b"".join(chunks))
@@ -145,6 +170,172 @@ class TransportWriterTests(SynchronousTestCase):
         """
         transport = StringTransport()
         writers = transport_writers(transport)
-        self.assertEqual(writers.write, transport.write)
-        writers.write_sequence([b"ab", b"c"], 3)
-        self.assertEqual(transport.value(), b"abc")
+        self.assertFalse(writers.write(b"x"))
+        self.assertFalse(writers.write_sequence([b"ab", b"c"], 3))
+        self.assertEqual(transport.value(), b"xabc")
+        self.assertIsNone(writers.send)
+
+
+class Owner:
+    """
+    A send queue's owner that records what it is told.
+    """
+
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def output_paused(self) -> None:
+        self.told.append("paused")
+
+    def output_resumed(self) -> None:
+        self.told.append("resumed")
+
+    def output_overflowed(self, pending: int) -> None:
+        self.told.append("overflowed")
+
+
+class Member:
+    """
+    One receiver of a fan-out: a send queue on a real TCP connection object
+    over a socket pair, whose C{transport.write} is recorded and counted as
+    held by the transport (as Twisted's C{_tempDataLen} would count it).
+    """
+
+    def __init__(
+        self, test: SynchronousTestCase, pump: Pump, stats: NetStats, sock: Any = None
+    ) -> None:
+        ours, self.peer = socket.socketpair()
+        self.peer.setblocking(False)
+        test.addCleanup(ours.close)
+        test.addCleanup(self.peer.close)
+        self.connection: Any = tcp.Connection(ours, Protocol(), MemoryReactor())
+        if sock is not None:
+            self.connection.socket = sock
+        self.connection.connected = True
+        self.written: list[bytes] = []
+        self.connection.write = self.buffer
+        self.connection.registerProducer = lambda producer, streaming: None
+        self.queue = SendQueue(self.connection, pump, 1 << 20, Owner(), stats)
+
+    def buffer(self, data: bytes) -> None:
+        self.written.append(data)
+        self.connection._tempDataLen += len(data)
+
+    def received(self) -> bytes:
+        try:
+            return self.peer.recv(65536)
+        except BlockingIOError:
+            return b""
+
+
+class FanOutTests(SynchronousTestCase):
+    """
+    L{push_to_all}: the same bytes to many queues, straight to the sockets
+    of the clean ones, through their writers for the others, and in order
+    for every receiver.
+    """
+
+    def setUp(self) -> None:
+        self.pump = Pump(MemoryReactorClock())
+        self.stats = NetStats()
+        self.members = [Member(self, self.pump, self.stats) for _ in range(3)]
+        self.queues = [member.queue for member in self.members]
+
+    def end_turn(self, data: bytes) -> None:
+        """
+        Run one turn whose end hands C{data} to every member.
+        """
+        self.pump.add_turn_hook(lambda: push_to_all(self.queues, data))
+        self.pump.run_soon()
+        self.pump.run_now()
+        self.pump._hooks.clear()
+
+    def test_straight_to_every_socket(self) -> None:
+        self.end_turn(b"notify")
+        for member in self.members:
+            self.assertEqual(member.received(), b"notify")
+            self.assertEqual(member.written, [])
+        self.assertEqual(self.stats.bytes_out, 3 * len(b"notify"))
+
+    def test_held_output_first(self) -> None:
+        """
+        A queue holding responses of the turn sends them with the notifies,
+        in one C{sendmsg}; the others get the notifies alone.
+        """
+        self.queues[1].push(b"response;")
+        self.end_turn(b"notify")
+        self.assertEqual(
+            [member.received() for member in self.members],
+            [b"notify", b"response;notify", b"notify"],
+        )
+
+    def replace(self, index: int, sock: Any) -> Member:
+        """
+        Make member C{index} one whose connection's socket is C{sock}.
+        """
+        member = Member(self, self.pump, self.stats, sock)
+        self.members[index] = member
+        self.queues[index] = member.queue
+        return member
+
+    def test_failed_send_among_them(self) -> None:
+        """
+        A socket whose C{send} fails gets the bytes through its transport; the
+        sockets after it still get theirs straight away, and the failed one
+        goes through its transport as long as the transport holds anything.
+        """
+        failing = self.replace(1, FlakySocket(take=None))
+        self.end_turn(b"first")
+        self.end_turn(b"second")
+        self.assertEqual(self.members[0].received(), b"firstsecond")
+        self.assertEqual(self.members[2].received(), b"firstsecond")
+        self.assertEqual(failing.written, [b"first", b"second"])
+
+    def test_partial_send_then_in_order(self) -> None:
+        """
+        What a socket does not take goes through the transport, and so does
+        everything after it until the transport has sent it; then the queue
+        sends straight to its socket again.
+        """
+        sock = FillingSocket(room=3)
+        member = self.replace(1, sock)
+        self.end_turn(b"abcdef")
+        self.end_turn(b"ghi")
+        self.assertEqual(sock.sent, [b"abc"])
+        self.assertEqual(member.written, [b"def", b"ghi"])
+        member.connection._tempDataLen = 0  # the reactor sent it
+        sock.room = 100
+        self.end_turn(b"j")
+        self.end_turn(b"k")
+        self.assertEqual(sock.sent, [b"abc", b"j", b"k"])
+        self.assertEqual(member.written, [b"def", b"ghi"])
+
+    def test_paused_and_closed_queues(self) -> None:
+        """
+        A paused queue holds the bytes until it is resumed; a closed one
+        drops them.
+        """
+        self.queues[0].pauseProducing()
+        self.queues[2].close()
+        self.end_turn(b"notify")
+        self.assertEqual(
+            [member.received() for member in self.members], [b"", b"notify", b""]
+        )
+        self.queues[0].resumeProducing()
+        self.assertEqual(self.members[0].received(), b"notify")
+
+    def test_second_push_of_a_turn_waits(self) -> None:
+        """
+        A queue that wrote while the turn ends holds what else it is given in
+        that turn for one write after the hooks.
+        """
+
+        def twice() -> None:
+            push_to_all(self.queues, b"one;")
+            push_to_all(self.queues, b"two;")
+
+        self.pump.add_turn_hook(twice)
+        self.pump.run_soon()
+        self.pump.run_now()
+        for member in self.members:
+            self.assertEqual(member.received(), b"one;two;")

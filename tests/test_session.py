@@ -243,6 +243,19 @@ class SessionTests(SessionTestCase):
         self.assertEqual(self.app.packets(), [Packet(1, 0, b"a")])
         self.assertTrue(transport.disconnecting)
 
+    def test_aborted_session_sends_nothing_more(self) -> None:
+        """
+        An aborted connection's queue drops what it holds and what it is
+        given later: nothing reaches a connection being dropped.
+        """
+        session, transport = self.connect()
+        session.send(b"held")
+        session.abort()
+        session.send(b"later")
+        self.turn()
+        self.assertTrue(transport.aborted)
+        self.assertEqual(transport.value(), b"")
+
     def test_header_cut_off_by_disconnect(self) -> None:
         session, _transport = self.connect()
         session.dataReceived(b"\x07\x00\x01")

@@ -163,7 +163,7 @@ class LimitedFactory(ServerFactory):
             grace=grace,
         )
         for connection in list(self.connections.values()):
-            connection.transport.abortConnection()  # type: ignore[union-attr]
+            connection.abort()
 
 
 def _cancel(result: object, timer: IDelayedCall) -> object:
@@ -253,6 +253,12 @@ class ManagedConnection(Protocol, TimeoutMixin):
             what=what,
             seconds=seconds,
         )
+        self.abort()
+
+    def abort(self) -> None:
+        """
+        Drop the connection at once: what it has not sent yet is lost.
+        """
         self.transport.abortConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -283,7 +289,7 @@ class ManagedConnection(Protocol, TimeoutMixin):
         self.closing = True
         self.transport.loseWriteConnection()  # type: ignore[union-attr]
         if linger is not None:
-            self._linger = self.callLater(linger, self.transport.abortConnection)  # type: ignore[union-attr]
+            self._linger = self.callLater(linger, self.abort)
 
     def shut_down(self) -> None:
         """
@@ -301,4 +307,4 @@ class ManagedConnection(Protocol, TimeoutMixin):
             session=self.session_id,
             seconds=self.factory.config.idle_timeout,
         )
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.abort()

@@ -26,12 +26,27 @@ failed, to C{transport.write}, which deals with it as it would have. The
 IOCP reactor has no such cost (every write is a C{WSASend} completing on the
 port), and its transports always get C{transport.write}. L{transport_writers}
 is the only code that looks inside a Twisted transport to do this.
+
+A queue whose last write went straight to the socket and that holds nothing
+is I{clean}: nothing can be waiting in its transport but what the queue
+itself handed over, so its next write may go straight to the socket without
+looking at the transport again. L{push_to_all} sends a room's bytes to the
+sockets of all its clean queues with one C{map} (the C{send} calls are made
+from C, not from a Python loop body). A queue stops being clean when it holds
+output or a write goes through the transport, and becomes clean again when a
+write finds the transport empty and the socket takes everything; an aborted
+connection's queue is closed (L{SendQueue.close}). chatsvc never switches a
+session's connection to TLS (C{startTLS}); a TLS listener's sessions have
+transports that are not a L{tcp.Connection} and are never clean.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import suppress
+from itertools import repeat
+from operator import attrgetter, call
 from typing import Any, NamedTuple, Protocol
 
 from twisted.internet import tcp
@@ -74,11 +89,15 @@ class Writers(NamedTuple):
     How a send queue writes to its transport: L{transport_writers}.
     """
 
-    write: Callable[[bytes], None]
-    """Write bytes."""
+    write: Callable[[bytes], bool]
+    """Write bytes; return whether they all went straight to the socket."""
 
-    write_sequence: Callable[[list[bytes], int], None]
-    """Write a list of byte strings (their total size given) as one write."""
+    write_sequence: Callable[[list[bytes], int], bool]
+    """Write a list of byte strings (their total size given) as one write;
+    return whether they all went straight to the socket."""
+
+    send: Callable[[bytes], int] | None = None
+    """The socket's C{send}, when the writers may send on it."""
 
 
 #: The most byte strings given to one C{sendmsg}, within every system's
@@ -99,11 +118,19 @@ def transport_writers(transport: ITransport) -> Writers:
     to it, C{_tempDataLen}). A list of byte strings then leaves in one
     C{sendmsg}, without joining them first. Anything else, and whatever the
     socket does not take at once, goes through C{transport.write}, as one
-    write.
+    write. Each writer returns whether everything went straight to the
+    socket; C{send} is the socket's, or L{None} for other transports.
     """
     write = transport.write
     if not isinstance(transport, tcp.Connection):
-        return Writers(write, lambda chunks, size: write(b"".join(chunks)))
+
+        def write_through(data: bytes) -> bool:
+            write(data)
+            return False
+
+        return Writers(
+            write_through, lambda chunks, size: write_through(b"".join(chunks))
+        )
     connection: Any = transport
     sock = connection.getHandle()
     send = sock.send
@@ -113,7 +140,7 @@ def transport_writers(transport: ITransport) -> Writers:
     for name in ("dataBuffer", "disconnecting", "TLS"):
         setattr(connection, name, getattr(connection, name))
 
-    def write_now(data: bytes) -> None:
+    def write_now(data: bytes) -> bool:
         if (
             connection._tempDataLen
             or connection.dataBuffer
@@ -122,15 +149,17 @@ def transport_writers(transport: ITransport) -> Writers:
             or not connection.connected
         ):
             write(data)
-            return
+            return False
         try:
             written = send(data)
         except OSError:
             written = 0  # would block, or broken: the transport finds out
         if written != len(data):
             write(data[written:])
+            return False
+        return True
 
-    def write_sequence_now(chunks: list[bytes], size: int) -> None:
+    def write_sequence_now(chunks: list[bytes], size: int) -> bool:
         if (
             len(chunks) > MAX_IOVEC
             or connection._tempDataLen
@@ -140,15 +169,17 @@ def transport_writers(transport: ITransport) -> Writers:
             or not connection.connected
         ):
             write(b"".join(chunks))
-            return
+            return False
         try:
             written = sendmsg(chunks)
         except OSError:
             written = 0
         if written != size:
             write(b"".join(chunks)[written:])
+            return False
+        return True
 
-    return Writers(write_now, write_sequence_now)
+    return Writers(write_now, write_sequence_now, send)
 
 
 @implementer(IPushProducer)
@@ -159,9 +190,11 @@ class SendQueue:
 
     __slots__ = (
         "_chunks",
+        "_clean",
         "_owner",
         "_pump",
         "_scheduled",
+        "_send",
         "_stats",
         "_write",
         "_write_sequence",
@@ -180,7 +213,10 @@ class SendQueue:
         owner: SendQueueOwner,
         stats: NetStats,
     ) -> None:
-        self._write, self._write_sequence = transport_writers(transport)
+        self._write, self._write_sequence, self._send = transport_writers(transport)
+        #: Nothing held, and the last write went straight to the socket: the
+        #: next may too, without looking at the transport (L{push_to_all}).
+        self._clean = self._send is not None
         self._stats = stats
         self._pump = pump
         self._owner = owner
@@ -203,6 +239,7 @@ class SendQueue:
             return
         if self.closed:
             return
+        self._clean = False
         self._chunks.append(data)
         self.pending += len(data)
         if self.pending > self.limit:
@@ -219,7 +256,7 @@ class SendQueue:
             self._write_held(self.pending + len(data))
         else:
             self._stats.bytes_out += len(data)
-            self._write(data)
+            self._clean = self._write(data)
 
     def _write_held(self, size: int) -> None:
         chunks = self._chunks
@@ -228,9 +265,9 @@ class SendQueue:
         if len(chunks) == 1:
             data = chunks[0]
             chunks.clear()
-            self._write(data)
+            self._clean = self._write(data)
         else:
-            self._write_sequence(chunks, size)
+            self._clean = self._write_sequence(chunks, size)
             chunks.clear()
 
     def write_unless_paused(self) -> None:
@@ -280,6 +317,9 @@ class SendQueue:
         self.close()
 
 
+_send_of = attrgetter("_send")
+
+
 def push_to_all(queues: Iterable[SendQueue], data: bytes) -> None:
     """
     Give the same C{data} to each of C{queues}: the one rule of when output
@@ -291,19 +331,47 @@ def push_to_all(queues: Iterable[SendQueue], data: bytes) -> None:
     join them. Any other queue keeps C{data} for its end-of-turn write (or,
     paused, until the transport resumes it); a closed one drops it.
 
-    This runs for every member of every room with news, every turn, so the
-    common case, a queue that writes at once and holds nothing, makes no
-    method call but the write itself.
+    This runs for every member of every room with news, every turn. The
+    common case, a clean queue (nothing held, its last write went straight
+    to the socket) that writes at once, is only collected here; their
+    sockets' C{send}s are then called from C (L{map}), without a Python call
+    or a look at the transport per member.
     """
     size = len(data)
+    clean: list[SendQueue] = []
+    collect = clean.append
     for queue in queues:
         ending = queue._pump.ending
-        if queue._written_turn < ending:
-            if queue._chunks:
-                queue._write_now(data)
-            else:
-                queue._written_turn = ending
-                queue._stats.bytes_out += size
-                queue._write(data)
-        else:
+        if queue._written_turn >= ending:
             queue.push(data)
+        elif queue._clean:
+            queue._written_turn = ending
+            queue._stats.bytes_out += size
+            collect(queue)
+        else:
+            queue._write_now(data)
+    if clean:
+        _send_directly(clean, data)
+
+
+def _send_directly(queues: list[SendQueue], data: bytes) -> None:
+    """
+    Send C{data} on the socket of each of C{queues}; what a socket does not
+    take, or all of C{data} where the C{send} failed, is written again as
+    C{write_now} writes (in the end through the transport).
+    """
+    sent: list[int] = []
+    # A send that fails (would block, or broken) ends the map; the list keeps
+    # what the sends before it returned.
+    with suppress(OSError):
+        sent.extend(map(call, map(_send_of, queues), repeat(data)))
+    size = len(data)
+    if len(sent) == len(queues) and sent.count(size) == len(sent):
+        return
+    for queue, written in zip(queues, sent, strict=False):
+        if written != size:
+            queue._clean = queue._write(data[written:])
+    if len(sent) < len(queues):
+        failed = queues[len(sent)]
+        failed._clean = failed._write(data)
+        _send_directly(queues[len(sent) + 1 :], data)

@@ -135,6 +135,10 @@ class Session(ManagedConnection):
     def shut_down(self) -> None:
         self.close("server shutting down", linger=None)
 
+    def abort(self) -> None:
+        self._queue.close()
+        super().abort()
+
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
@@ -216,7 +220,7 @@ class Session(ManagedConnection):
             session=self.session_id,
             reason=error.reason,
         )
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.abort()
 
     def output_paused(self) -> None:
         self._output_paused = True
@@ -245,7 +249,7 @@ class Session(ManagedConnection):
             pending=pending,
             limit=self._queue.limit,
         )
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.abort()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._queue.close()
