@@ -45,6 +45,20 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(self.received, {"x": b"ABC", "y": b"ABC"})
         self.assertEqual(self.handovers, 1)
 
+    def test_several_events_at_once(self) -> None:
+        """
+        Events published together keep their place among those published
+        one by one.
+        """
+        room = self.room(1, "x")
+        self.stream.publish_all(room, [b"A", b"B"])
+        self.stream.publish(room, b"C")
+        self.stream.publish_all(room, [b"D", b"E"])
+        self.stream.flush()
+        self.stream.publish_all(self.room(2, "y"), [b"F"])
+        self.stream.flush()
+        self.assertEqual(self.received, {"x": b"ABCDE", "y": b"F"})
+
     def test_delivered_at_flush_once(self) -> None:
         room = self.room(1, "x")
         self.stream.publish(room, b"A")

@@ -526,10 +526,10 @@ class ChatServer(Generic[H]):
         self._outbox.send(handle, _CHAT_OK * count)
         stats.chat_notifies += count * len(room.members)
         prefix = client.notify_prefix
-        for message in messages:
-            self.room_stream.publish(
-                room, prefix + message.ljust(CHAT_MSG_FIELD, b"\0")
-            )
+        self.room_stream.publish_all(
+            room,
+            [prefix + message.ljust(CHAT_MSG_FIELD, b"\0") for message in messages],
+        )
 
     def _chat(self, handle: H, client: User, message: bytes) -> None:
         held = client.held

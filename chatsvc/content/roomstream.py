@@ -37,6 +37,11 @@ class RoomStream(Protocol[H, M]):
         latest at the next L{flush}, after everything published before.
         """
 
+    def publish_all(self, room: Room[H, M], events: list[bytes]) -> None:
+        """
+        L{publish} each of C{events}, in order (the stream may keep the list).
+        """
+
     def enter(self, room: Room[H, M], handle: H, member: M) -> None:
         """
         Make C{handle} a member of C{room}: it gets what is published from
@@ -79,6 +84,13 @@ class LocalRoomStream(Generic[H, M]):
             self._pending[room] = [data]
         else:
             pending.append(data)
+
+    def publish_all(self, room: Room[H, M], events: list[bytes]) -> None:
+        pending = self._pending.get(room)
+        if pending is None:
+            self._pending[room] = events
+        else:
+            pending += events
 
     def enter(self, room: Room[H, M], handle: H, member: M) -> None:
         self._deliver(room)
