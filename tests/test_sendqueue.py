@@ -61,6 +61,21 @@ class FillingSocket:
         return self.send(b"".join(chunks))
 
 
+class BrokenSocket(FlakySocket):
+    """
+    A socket object that is not a socket: every C{send} fails.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(take=None)
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return -1
+
+
 class TransportWriterTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.ours, self.peer = socket.socketpair()
@@ -290,6 +305,31 @@ class FanOutTests(SynchronousTestCase):
         self.assertEqual(self.members[0].received(), b"firstsecond")
         self.assertEqual(self.members[2].received(), b"firstsecond")
         self.assertEqual(failing.written, [b"first", b"second"])
+
+    def test_many_failed_sends(self) -> None:
+        """
+        A room of thousands whose sends all fail (every reader stopped) gets
+        every member's bytes to its transport, one after the other.
+        """
+        connections = []
+        for _ in range(3000):
+            connection: Any = tcp.Connection(
+                BrokenSocket(), Protocol(), MemoryReactor()
+            )
+            connection.connected = True
+            connection.written = []
+            connection.write = connection.written.append
+            connection.registerProducer = lambda producer, streaming: None
+            connections.append(connection)
+        self.queues = [
+            SendQueue(connection, self.pump, 1 << 20, Owner(), self.stats)
+            for connection in connections
+        ]
+        self.end_turn(b"notify")
+        self.assertEqual(
+            [connection.written for connection in connections],
+            [[b"notify"]] * len(connections),
+        )
 
     def test_partial_send_then_in_order(self) -> None:
         """

@@ -45,7 +45,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import suppress
-from itertools import repeat
+from itertools import islice, repeat
 from operator import attrgetter, call
 from typing import Any, NamedTuple, Protocol
 
@@ -360,18 +360,22 @@ def _send_directly(queues: list[SendQueue], data: bytes) -> None:
     take, or all of C{data} where the C{send} failed, is written again as
     C{write_now} writes (in the end through the transport).
     """
-    sent: list[int] = []
-    # A send that fails (would block, or broken) ends the map; the list keeps
-    # what the sends before it returned.
-    with suppress(OSError):
-        sent.extend(map(call, map(_send_of, queues), repeat(data)))
     size = len(data)
-    if len(sent) == len(queues) and sent.count(size) == len(sent):
-        return
-    for queue, written in zip(queues, sent, strict=False):
-        if written != size:
-            queue._clean = queue._write(data[written:])
-    if len(sent) < len(queues):
-        failed = queues[len(sent)]
-        failed._clean = failed._write(data)
-        _send_directly(queues[len(sent) + 1 :], data)
+    start = 0
+    while start < len(queues):
+        sent: list[int] = []
+        # A send that fails (would block, or broken) ends the map; the list
+        # keeps what the sends before it returned.
+        with suppress(OSError):
+            sent.extend(
+                map(call, map(_send_of, islice(queues, start, None)), repeat(data))
+            )
+        if sent.count(size) != len(sent):
+            for queue, written in zip(islice(queues, start, None), sent, strict=False):
+                if written != size:
+                    queue._clean = queue._write(data[written:])
+        start += len(sent)
+        if start < len(queues):
+            failed = queues[start]
+            failed._clean = failed._write(data)
+            start += 1
