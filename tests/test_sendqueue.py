@@ -255,15 +255,20 @@ class FanOutTests(SynchronousTestCase):
         self.stats = NetStats()
         self.members = [Member(self, self.pump, self.stats) for _ in range(3)]
         self.queues = [member.queue for member in self.members]
+        self.at_end: tuple[bytes, ...] = ()
+        self.pump.add_turn_hook(self.hand_over)
 
-    def end_turn(self, data: bytes) -> None:
+    def hand_over(self) -> None:
+        for data in self.at_end:
+            push_to_all(self.queues, data)
+
+    def end_turn(self, *data: bytes) -> None:
         """
-        Run one turn whose end hands C{data} to every member.
+        Run one turn whose end hands each of C{data} to every member.
         """
-        self.pump.add_turn_hook(lambda: push_to_all(self.queues, data))
+        self.at_end = data
         self.pump.run_soon()
         self.pump.run_now()
-        self.pump._hooks.clear()
 
     def test_straight_to_every_socket(self) -> None:
         self.end_turn(b"notify")
@@ -369,13 +374,6 @@ class FanOutTests(SynchronousTestCase):
         A queue that wrote while the turn ends holds what else it is given in
         that turn for one write after the hooks.
         """
-
-        def twice() -> None:
-            push_to_all(self.queues, b"one;")
-            push_to_all(self.queues, b"two;")
-
-        self.pump.add_turn_hook(twice)
-        self.pump.run_soon()
-        self.pump.run_now()
+        self.end_turn(b"one;", b"two;")
         for member in self.members:
             self.assertEqual(member.received(), b"one;two;")
