@@ -209,6 +209,33 @@ class Owner:
         self.told.append("overflowed")
 
 
+class LimitTests(SynchronousTestCase):
+    """
+    The send-queue limit bounds what a queue holds for a receiver that is not
+    taking it, not what one turn gives it.
+    """
+
+    def setUp(self) -> None:
+        self.pump = Pump(MemoryReactorClock())
+        self.transport = StringTransport()
+        self.owner = Owner()
+        self.queue = SendQueue(self.transport, self.pump, 100, self.owner, NetStats())
+
+    def test_one_turn_above_the_limit(self) -> None:
+        for _ in range(5):
+            self.queue.push(b"x" * 60)
+        self.pump.run_now()
+        self.assertEqual(self.transport.value(), b"x" * 300)
+        self.assertEqual(self.owner.told, [])
+
+    def test_held_while_paused(self) -> None:
+        self.queue.pauseProducing()
+        self.queue.push(b"x" * 60)
+        self.assertEqual(self.owner.told, ["paused"])
+        self.queue.push(b"x" * 60)
+        self.assertEqual(self.owner.told, ["paused", "overflowed"])
+
+
 class Member:
     """
     One receiver of a fan-out: a send queue on a real TCP connection object

@@ -16,8 +16,9 @@ class NetConfig:
 
     @ivar max_connections: connections above this number are closed at once.
     @ivar max_packet_size: the largest packet (header included) a peer may send.
-    @ivar send_queue_limit: bytes a connection may have queued and unsent before
-        it is cut off as a slow consumer (the echo stage stops reading instead).
+    @ivar send_queue_limit: bytes a connection may have queued while its
+        transport's buffer is full (the peer is not reading) before it is cut
+        off as a slow consumer (the echo stage stops reading instead).
     @ivar max_connections_per_ip: connections one client address may have
         open (IPv6: one /64 network); 0 turns the cap off.
     @ivar idle_timeout: seconds without a complete packet (raw bytes for the

@@ -186,6 +186,10 @@ def transport_writers(transport: ITransport) -> Writers:
 class SendQueue:
     """
     Output for one connection, coalesced per reactor turn and bounded in bytes.
+
+    Only what it holds while its transport has paused it counts against
+    C{limit}: the output of one turn (a burst of a cluster's notifies, say)
+    waits for the end of the turn, not for the receiver.
     """
 
     __slots__ = (
@@ -242,9 +246,11 @@ class SendQueue:
         self._clean = False
         self._chunks.append(data)
         self.pending += len(data)
-        if self.pending > self.limit:
-            self._owner.output_overflowed(self.pending)
-        elif not self._scheduled and not self.paused:
+        if self.paused:
+            # Held because the receiver is not taking it: bounded by the limit.
+            if self.pending > self.limit:
+                self._owner.output_overflowed(self.pending)
+        elif not self._scheduled:
             self._scheduled = True
             self._pump.write_at_end_of_turn(self)
 
