@@ -183,6 +183,23 @@ class RoomTests(ClusterTestCase):
         await eventually(lambda: len(listener(b).events) >= 4)
         self.assertEqual(len(listener(a).events), before)
 
+    async def test_commands_leave_at_once(self) -> None:
+        """
+        A command goes to Redis's socket as it is made, not on the reactor's
+        next pass: a node publishes every chat.
+        """
+        link = RedisLink(reactor, RedisURL.parse(self.redis.url))
+        self.addCleanup(lambda: ensureDeferred(link.close()))
+        await eventually(lambda: link.connected)
+        for factory, sent in (
+            (link._commands, link.publish(b"t:room", b"now")),
+            (link._subscriber, link.subscribe(b"t:room")),
+        ):
+            [connection] = factory.pool
+            transport = connection.transport
+            self.assertEqual((transport._tempDataLen, transport.dataBuffer), (0, b""))
+            await sent
+
     async def test_publish_fails_when_redis_stops_answering(self) -> None:
         """
         A Redis that keeps its connections but answers nothing: a publish

@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 
 from chatsvc.cluster.scripts import Script
 from chatsvc.host.redis_login import RedisLogin, RedisURL
+from chatsvc.net.sendqueue import transport_writers
 
 
 class ClusterUnavailableError(Exception):
@@ -48,7 +49,27 @@ class LinkStats:
         self.publish_seconds: Callable[[float], None] | None = None
 
 
+class _DirectWrites:
+    """
+    A Redis connection whose commands leave on its socket at once when its
+    transport holds nothing (L{transport_writers}), instead of waiting for
+    the reactor's next pass: every chat a node publishes is a command.
+    """
+
+    transport: Any
+
+    def connectionMade(self) -> Any:
+        transport = self.transport
+        transport.write = transport_writers(transport).write
+        return super().connectionMade()  # type: ignore[misc]
+
+
+class _Commands(_DirectWrites, txredisapi.RedisProtocol):  # type: ignore[misc]
+    pass
+
+
 class _CommandFactory(txredisapi.RedisFactory):  # type: ignore[misc]
+    protocol = _Commands
     link: RedisLink
 
     def addConnection(self, conn: Any) -> None:
@@ -57,7 +78,7 @@ class _CommandFactory(txredisapi.RedisFactory):  # type: ignore[misc]
             self.link._command_up()
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+class _Subscriber(_DirectWrites, txredisapi.SubscriberProtocol):  # type: ignore[misc]
     factory: _SubscriberFactory
 
     def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
