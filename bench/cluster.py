@@ -232,6 +232,16 @@ def medians(results: list[dict[str, Any]], ks: list[int]) -> list[dict[str, Any]
     return rows
 
 
+def efficiency_ratio(measured: float, baseline: float) -> str:
+    """
+    C{measured} over C{baseline} (notifies per CPU-second), or why there is
+    no ratio: a run too short for the CPU clock's 10 ms ticks measured none.
+    """
+    if not measured or not baseline:
+        return "n/a (no chatsvc CPU measured in a run; run longer)"
+    return f"{measured / baseline:.2f}"
+
+
 def report(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{'run':<12}{'notif/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'chatsvc s':>10}"
@@ -249,13 +259,13 @@ def report(rows: list[dict[str, Any]]) -> str:
     by = {(r["mode"], r["k"]): r for r in rows}
     for k in sorted({r["k"] for r in rows}):
         single, cluster = by[("single", k)], by[("cluster", k)]
-        ratio = (
-            cluster["notifies_per_chatsvc_cpu_s"] / single["notifies_per_chatsvc_cpu_s"]
+        ratio = efficiency_ratio(
+            cluster["notifies_per_chatsvc_cpu_s"], single["notifies_per_chatsvc_cpu_s"]
         )
         added = cluster["p99_ms"] - single["p99_ms"]
         valid = single["valid"] and cluster["valid"]
         lines.append(
-            f"K={k}: cluster/single notifies per chatsvc CPU-second {ratio:.2f}"
+            f"K={k}: cluster/single notifies per chatsvc CPU-second {ratio}"
             f"{' (target >= 0.7)' if k == 100 else ''}; p99 added by Redis"
             f" {added:+.2f} ms (target <= 2){'' if valid else ' [INVALID]'}"
         )
@@ -529,7 +539,9 @@ def capacity_run(
         "redis_cpu": window["redis_cpu_s"] / seconds,
         "load_cpu": data["client_cpu"],
         "core_busy_pct": data["core_busy_pct"],
-        "notifies_per_cpu_s": notified / window["chatsvc_cpu_s"],
+        "notifies_per_cpu_s": notified / window["chatsvc_cpu_s"]
+        if window["chatsvc_cpu_s"]
+        else 0.0,
         "chats_per_publish": chats / publishes if publishes else 0.0,
         "deliveries_per_publish": sampler.nodes_per_room(begin + seconds / 2),
         "users_per_node": sampler.users_per_node(begin + seconds / 2),
@@ -579,10 +591,12 @@ def capacity_report(
     by = {(r["mode"], r["k"]): r for r in results}
     for k in (10, 100):
         node, group = by[("node", k)], by[("workers", k)]
-        ratio = group["notifies_per_cpu_s"] / node["notifies_per_cpu_s"]
+        ratio = efficiency_ratio(
+            group["notifies_per_cpu_s"], node["notifies_per_cpu_s"]
+        )
         lines.append(
             f"K={k}: --workers 2 / one node, notifies per chatsvc CPU-second:"
-            f" {ratio:.2f} (target >= 0.9)"
+            f" {ratio} (target >= 0.9)"
         )
     lines.append("")
     lines.append(

@@ -23,6 +23,40 @@ from chatsvc.loadtest.config import RunConfig
 from chatsvc.net.config import NetConfig
 from tests.support import reactor, start_redis
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import cluster
+
+
+def row(mode: str, per_cpu_s: float) -> dict[str, object]:
+    return {
+        "mode": mode,
+        "k": 100,
+        "ok": True,
+        "valid": True,
+        "notifies_per_s": 2000.0,
+        "p50_ms": 1.0,
+        "p99_ms": 2.0,
+        "chatsvc_cpu_s": 2000.0 / per_cpu_s if per_cpu_s else 0.0,
+        "redis_cpu_s": 0.0,
+        "notifies_per_chatsvc_cpu_s": per_cpu_s,
+        "notifies_per_cpu_s_with_redis": per_cpu_s,
+        "load_cpu_pct": 10.0,
+    }
+
+
+class ReportTests(SynchronousTestCase):
+    def test_ratio(self) -> None:
+        text = cluster.report([row("single", 100_000.0), row("cluster", 75_000.0)])
+        self.assertIn("notifies per chatsvc CPU-second 0.75 (target >= 0.7)", text)
+
+    def test_no_cpu_measured(self) -> None:
+        """
+        A run too short to measure any CPU gives no ratio, and says why.
+        """
+        text = cluster.report([row("single", 0.0), row("cluster", 75_000.0)])
+        self.assertIn("n/a (no chatsvc CPU measured in a run; run longer)", text)
+
 
 class AddressTests(SynchronousTestCase):
     def test_each_room_spread_over_the_nodes(self) -> None:
