@@ -25,7 +25,8 @@ make) and hands only what the socket did not take, or the data of a send that
 failed, to C{transport.write}, which deals with it as it would have. The
 IOCP reactor has no such cost (every write is a C{WSASend} completing on the
 port), and its transports always get C{transport.write}. L{transport_writers}
-is the only code that looks inside a Twisted transport to do this.
+is the only code that looks inside a Twisted transport to do this (the
+cluster's Redis connections write through it too).
 
 A queue whose last write went straight to the socket and that holds nothing
 is I{clean}: nothing can be waiting in its transport but what the queue
