@@ -147,6 +147,36 @@ class EPollReactorTests(SynchronousTestCase):
         self.reactor.doPoll(None)
         self.assertEqual(self.protocol.received, b"xy")
 
+    def test_call_after_poll(self) -> None:
+        """
+        Calls given to C{callAfterPoll} run once the events of the poll are
+        handled, in order; an exception is logged and the next call still
+        runs; a call they add makes the next poll not wait, and runs after it.
+        """
+        client = self.connect()
+        client.sendall(b"x")
+        self.turn_until(lambda: self.protocol.received)
+        seen: list[tuple[str, bytes]] = []
+
+        def first() -> None:
+            seen.append(("first", self.protocol.received))
+            self.reactor.callAfterPoll(lambda: seen.append(("later", b"")))
+            raise RuntimeError("after the poll")
+
+        self.reactor.callAfterPoll(first)
+        self.reactor.callAfterPoll(
+            lambda: seen.append(("second", self.protocol.received))
+        )
+        self.assertEqual(self.reactor.timeout(), 0)
+        client.sendall(b"y")
+        self.reactor.doPoll(5)
+        self.assertEqual(seen, [("first", b"xy"), ("second", b"xy")])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(self.reactor.timeout(), 0)
+        self.reactor.doPoll(self.reactor.timeout())
+        self.assertEqual(seen[-1], ("later", b""))
+        self.assertNotEqual(self.reactor.timeout(), 0)
+
 
 class HalfCloseTests(EPollReactorTests):
     """

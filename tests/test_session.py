@@ -124,6 +124,59 @@ class SessionTests(SessionTestCase):
         self.turn()
         self.assertEqual(self.app.packets(), [Packet(1, 0, b"a")])
 
+    def scheduled_turns(self) -> int:
+        """
+        The timed calls waiting, beyond those of the connections' timers.
+        """
+        return len(self.reactor.getDelayedCalls()) - self.timers
+
+    def test_an_answered_turn_needs_no_other(self) -> None:
+        """
+        A turn that answers what it read writes the answer and leaves no
+        other turn scheduled: one pass of the reactor per request.
+        """
+        session, _transport = self.connect()
+        self.timers = len(self.reactor.getDelayedCalls())
+        session.dataReceived(encode_packet(1, b"a"))
+        self.assertEqual(self.scheduled_turns(), 1)
+        self.turn()
+        self.assertEqual(self.writes, [(1000, encode_packet(1, b"a"))])
+        self.assertEqual(self.scheduled_turns(), 0)
+
+    def test_work_left_gets_another_turn(self) -> None:
+        """
+        A session with more than a batch of packets gets the next turn.
+        """
+        session, _transport = self.connect()
+        self.timers = len(self.reactor.getDelayedCalls())
+        session.dataReceived(b"".join(encode_packet(1, b"%d" % i) for i in range(6)))
+        self.turn()
+        self.assertEqual((len(self.app.packets()), self.scheduled_turns()), (4, 1))
+        self.turn()
+        self.assertEqual((len(self.app.packets()), self.scheduled_turns()), (6, 0))
+
+    def test_turns_after_the_poll(self) -> None:
+        """
+        With a reactor that has C{callAfterPoll}, a turn is one call after
+        the poll, not a timed call.
+        """
+        after_poll: list[Callable[[], object]] = []
+        reactor: Any = MemoryReactorClock()
+        reactor.callAfterPoll = after_poll.append
+        factory = SessionFactory(self.app, self.config, reactor)
+        address = IPv4Address("TCP", "127.0.0.1", 1)
+        session = factory.buildProtocol(address)
+        assert session is not None
+        session.makeConnection(LoggedTransport(self.writes, peerAddress=address))
+        session.dataReceived(encode_packet(1, b"a") + encode_packet(1, b"b"))
+        self.assertEqual(len(after_poll), 1)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        after_poll.pop()()
+        self.assertEqual(
+            self.writes, [(1, encode_packet(1, b"a") + encode_packet(1, b"b"))]
+        )
+        self.assertEqual(after_poll, [])
+
     def test_one_write_per_turn(self) -> None:
         """
         Everything answered during a turn leaves in one write.
@@ -270,6 +323,7 @@ class SessionTests(SessionTestCase):
         Complete packets that arrived before the peer closed are not lost.
         """
         session, _transport = self.connect()
+        self.timers = len(self.reactor.getDelayedCalls())
         session.dataReceived(b"".join(encode_packet(1, b"%d" % i) for i in range(9)))
         session.connectionLost(Failure(ConnectionError()))
         self.assertEqual(len(self.app.packets()), 9)

@@ -31,6 +31,7 @@ them chatsvc runs as it does without this module.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from select import EPOLLIN
 
 from twisted.internet import epollreactor, tcp
@@ -47,6 +48,25 @@ class EPollReactor(epollreactor.EPollReactor):
     Twisted's epoll reactor, handling each ready socket without a legacy
     logging context, and reading TCP connections in the loop.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._after_poll: list[Callable[[], object]] = []
+
+    def callAfterPoll(self, f: Callable[[], object]) -> None:
+        """
+        Call C{f} once the events of this poll are handled (or of the next
+        one, which then does not wait): what C{callLater(0, f)} does, without
+        a timed call to make, sort and log around. An exception from C{f} is
+        logged.
+        """
+        self._after_poll.append(f)
+
+    def timeout(self) -> float | None:
+        """
+        How long the next poll may wait: not at all while calls wait for it.
+        """
+        return 0 if self._after_poll else super().timeout()
 
     def doPoll(self, timeout: float | None) -> None:
         """
@@ -84,6 +104,13 @@ class EPollReactor(epollreactor.EPollReactor):
                 why = sys.exc_info()[1]
                 log.err()
                 self._disconnectSelectable(selectable, why, True)
+        if self._after_poll:
+            calls, self._after_poll = self._after_poll, []
+            for call in calls:
+                try:
+                    call()
+                except BaseException:
+                    log.err()
 
     doIteration = doPoll
 

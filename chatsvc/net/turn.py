@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -51,6 +52,13 @@ class Pump:
     @ivar ending: the number of the turn whose end-of-turn hooks are running,
         or -1 between them: nothing the application queues while a turn ends
         would wait for anything else.
+
+    What is queued while a turn runs is looked at when it ends: a turn
+    follows only if something is left for it, so a turn that answers a
+    request costs one pass of the reactor, not two. A turn runs once the
+    reactor handled the events of its poll: with C{callAfterPoll} where the
+    reactor has it (L{chatsvc.net.reactor.EPollReactor}), else as a timed
+    call of no delay.
     """
 
     def __init__(self, reactor: IReactorTime) -> None:
@@ -58,7 +66,14 @@ class Pump:
         self._ready: deque[BatchWorker] = deque()
         self._held: list[HeldOutput] = []
         self._hooks: list[Callable[[], None]] = []
-        self._call: IDelayedCall | None = None
+        after_poll = getattr(reactor, "callAfterPoll", None)
+        self._call_soon: Callable[[Callable[[], None]], object] = after_poll or partial(
+            reactor.callLater, 0
+        )
+        self._scheduled = False
+        self._pending: object = None
+        self._running = False
+        self._again = False
         self.turn = 0
         self.ending = -1
 
@@ -75,8 +90,7 @@ class Pump:
         as it says it has more; its caller makes sure it is not scheduled twice.
         """
         self._ready.append(work)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        self._schedule()
 
     def write_at_end_of_turn(self, output: HeldOutput) -> None:
         """
@@ -84,7 +98,7 @@ class Pump:
         it is not scheduled twice.
         """
         self._held.append(output)
-        self.run_soon()
+        self._schedule()
 
     def run_soon(self) -> None:
         """
@@ -92,34 +106,51 @@ class Pump:
         what the application held back outside a turn (a disconnect's room
         notifies, what a cluster's Redis delivered).
         """
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+        if self._running:
+            self._again = True
+        else:
+            self._schedule()
 
     def run_now(self) -> None:
         """
         Run the pending turn at once (for tests).
         """
-        if self._call is not None:
-            self._call.cancel()
+        if self._scheduled:
+            if IDelayedCall.providedBy(self._pending) and self._pending.active():
+                self._pending.cancel()
+            self._run()
+
+    def _schedule(self) -> None:
+        if not (self._scheduled or self._running):
+            self._scheduled = True
+            self._pending = self._call_soon(self._scheduled_run)
+
+    def _scheduled_run(self) -> None:
+        if self._scheduled:  # unless run_now ran it
             self._run()
 
     def _run(self) -> None:
-        self._call = None
-        self.turn += 1
-        ready = self._ready
-        for _ in range(len(ready)):
-            work = ready.popleft()
-            if work.process_batch():
-                ready.append(work)
-        self.ending = self.turn
+        self._scheduled = False
+        self._running = True
         try:
-            for hook in self._hooks:
-                hook()
+            self.turn += 1
+            ready = self._ready
+            for _ in range(len(ready)):
+                work = ready.popleft()
+                if work.process_batch():
+                    ready.append(work)
+            self.ending = self.turn
+            try:
+                for hook in self._hooks:
+                    hook()
+            finally:
+                self.ending = -1
+            held = self._held
+            self._held = []
+            for output in held:
+                output.write_unless_paused()
         finally:
-            self.ending = -1
-        held = self._held
-        self._held = []
-        for output in held:
-            output.write_unless_paused()
-        if (ready or self._held) and self._call is None:
-            self._call = self._reactor.callLater(0, self._run)
+            self._running = False
+            again, self._again = self._again, False
+            if again or self._ready or self._held:
+                self._schedule()
