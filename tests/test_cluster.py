@@ -7,19 +7,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python import usage
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chatsvc.cluster import ClusterConfig, ClusterNode, ClusterUnavailableError
-from chatsvc.cluster.link import RedisLink, shard_of
+from chatsvc.cluster.link import RedisLink, _Subscriber, shard_of
 from chatsvc.cluster.stream import ChatEvent, EnterEvent, Event, LeaveEvent, Member
 from chatsvc.host.options import ChatOptions
 from chatsvc.host.redis_login import RedisURL
 from tests.support import RedisServer, eventually, reactor, start_redis
+
+
+class SubscriberReadingTests(SynchronousTestCase):
+    """
+    What the subscriber connection reads, in pieces of any size: a channel's
+    messages go to the link in order, after each read the link hears that
+    the read is done, and other replies answer the commands waiting.
+    """
+
+    def test_messages_and_replies(self) -> None:
+        messages: list[tuple[bytes, bytes]] = []
+        reads = []
+        link = SimpleNamespace(
+            _message_received=lambda channel, data: messages.append((channel, data)),
+            on_messages_end=lambda: reads.append(len(messages)),
+        )
+        subscriber = _Subscriber(charset=None, convertNumbers=False)
+        subscriber.factory = SimpleNamespace(link=link)
+        subscribed = subscriber.replyQueue.get()
+        data = b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n" + b"".join(
+            b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$%d\r\n%s\r\n" % (len(m), m)
+            for m in (b"one", b"two\r\n", b"")
+        )
+        for start in range(0, len(data), 7):
+            subscriber.dataReceived(data[start : start + 7])
+        self.assertEqual(messages, [(b"a", b"one"), (b"a", b"two\r\n"), (b"a", b"")])
+        self.assertEqual(len(reads), len(range(0, len(data), 7)))
+        self.assertEqual(self.successResultOf(subscribed), [b"subscribe", b"a", 1])
 
 
 class Listener:

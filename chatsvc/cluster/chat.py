@@ -18,7 +18,7 @@ from chatsvc.cluster.rooms import ClusterRooms, Fanout
 from chatsvc.cluster.stream import Event, Member
 from chatsvc.content.chat import ChatServer, State
 from chatsvc.content.presence import LocalPresence
-from chatsvc.protocol import PacketId, Result
+from chatsvc.protocol import Result
 
 
 class ClusterPresence(LocalPresence):
@@ -67,7 +67,7 @@ class ClusterChat:
         self.rooms.answers = server
         self._close = close
 
-    def _count(self, packet_id: PacketId, size: int, recipients: int) -> None:
+    def _count(self, packet_id: int, size: int, recipients: int) -> None:
         if self.server is not None:
             self.server.stats.sent(packet_id, size, recipients)
 

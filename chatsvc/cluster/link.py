@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,14 +80,32 @@ class _CommandFactory(txredisapi.RedisFactory):  # type: ignore[misc]
 
 
 class _Subscriber(_DirectWrites, txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    """
+    The subscriber connection: a channel's messages, nearly all it reads,
+    go from hiredis's reader straight to the link; other replies take
+    txredisapi's way.
+    """
+
     factory: _SubscriberFactory
 
     def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
         self.factory.link._message_received(channel, message)
 
     def dataReceived(self, data: bytes, unpause: bool = False) -> None:
-        super().dataReceived(data, unpause)
-        self.factory.link.on_messages_end()
+        link = self.factory.link
+        received = link._message_received
+        reader = self._reader
+        reader.feed(data)
+        reply = reader.gets()
+        while reply is not False:
+            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                received(reply[1], reply[2])
+            else:
+                self.replyReceived(
+                    self.handleTransactionData(self.tryConvertData(reply))
+                )
+            reply = reader.gets()
+        link.on_messages_end()
 
 
 class _SubscriberFactory(_CommandFactory):
@@ -133,6 +152,8 @@ class RedisLink:
         self._commands = self._factory(_CommandFactory, reconnect_delay)
         self._subscriber = self._factory(_SubscriberFactory, reconnect_delay)
         self._up: bool | None = None
+        #: When each PUBLISH still unanswered was sent, oldest first.
+        self._publishing: deque[float] = deque()
         self._watch = LoopingCall(self._check_connection)
         self._watch.clock = reactor
         self._watch.start(reconnect_delay, now=False)
@@ -170,6 +191,7 @@ class RedisLink:
         return None if self.connected else f"{self.description} is not reachable"
 
     def _check_connection(self) -> None:
+        self._check_publishing()
         up = self.connected
         if up == self._up:
             return
@@ -237,18 +259,46 @@ class RedisLink:
         """
         Publish C{message} on C{channel}.
 
+        A node publishes every chat, so this is txredisapi's C{execute_command}
+        without what a PUBLISH does not need (encoding arguments of any type,
+        a timer per command): the link's watch gives up on a command
+        connection whose oldest PUBLISH went unanswered for C{timeout}
+        seconds, which fails every command waiting on it.
+
         @raise ClusterUnavailableError: (or fail with it) if Redis is not reachable.
         """
+        connection = self._connection(self._commands)
+        connection.transport.write(
+            b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+            % (len(channel), channel, len(message), message)
+        )
         started = time.perf_counter()
+        self._publishing.append(started)
+        reply: Deferred[Any] = connection.replyQueue.get()
+        return reply.addCallback(self._published, started)
+
+    def _published(self, reply: Any, started: float) -> Any:
+        self._publishing.popleft()
+        if isinstance(reply, Exception):  # txredisapi's way of failing a reply
+            if isinstance(reply, (txredisapi.ConnectionError, TimeoutError)):
+                raise ClusterUnavailableError(f"{self.description}: {reply}")
+            raise reply
         stats = self.stats
+        stats.messages_out += 1
+        if stats.publish_seconds is not None:
+            stats.publish_seconds(time.perf_counter() - started)
+        return reply
 
-        def published(receivers: Any) -> Any:
-            stats.messages_out += 1
-            if stats.publish_seconds is not None:
-                stats.publish_seconds(time.perf_counter() - started)
-            return receivers
-
-        return self.command(b"PUBLISH", channel, message).addCallback(published)
+    def _check_publishing(self) -> None:
+        publishing = self._publishing
+        if publishing and time.perf_counter() - publishing[0] > self.timeout:
+            self.log.warn(
+                "{redis} did not answer a PUBLISH within {timeout} s; reconnecting",
+                redis=self.description,
+                timeout=self.timeout,
+            )
+            for connection in self._commands.pool:
+                connection.transport.abortConnection()
 
     def subscribe(self, channel: bytes) -> Deferred[Any]:
         """

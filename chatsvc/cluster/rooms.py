@@ -35,6 +35,7 @@ from chatsvc.protocol import PacketId, leave_user_notify, new_user_notify
 H = TypeVar("H", bound=Hashable)
 H_contra = TypeVar("H_contra", bound=Hashable, contravariant=True)
 
+_CHAT_NOTIFY = int(PacketId.ROOM_CHAT_NOTIFY)
 _CHAT_NOTIFY_SIZE = 295
 
 #: Hands the same bytes to many connections.
@@ -67,7 +68,7 @@ class Answers(Protocol[H_contra]):
 
 
 #: Counts packets sent: packet id, size, recipients.
-Count = Callable[[PacketId, int, int], None]
+Count = Callable[[int, int, int], None]
 
 
 class ClusterRooms(Generic[H]):
@@ -288,8 +289,8 @@ class ClusterRooms(Generic[H]):
         self._fanout(members, data)
         sent = self._count
         for event in events:
-            packet_id = PacketId(int.from_bytes(event[2:4], "little"))
-            if packet_id == PacketId.ROOM_CHAT_NOTIFY:
+            packet_id = int.from_bytes(event[2:4], "little")
+            if packet_id == _CHAT_NOTIFY:
                 count = len(event) // _CHAT_NOTIFY_SIZE
                 sent(packet_id, _CHAT_NOTIFY_SIZE, count * len(members))
             else:
