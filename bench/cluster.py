@@ -18,7 +18,10 @@ that gives it), ``chatsvc-bench chat`` runs against:
 Reported per run: notifies delivered a second, p50/p99 latency from send to
 each member's receipt, the CPU seconds of the chatsvc processes over the
 measured window (chatsvc-bench ``--server-pid``), notifies delivered in the
-window per chatsvc CPU-second, and the load generator's CPU. redis-server's
+window per chatsvc CPU-second, the times the chatsvc processes were woken
+per chat sent (``voluntary_ctxt_switches`` from ``/proc`` over the whole
+chatsvc-bench run, all nodes added up), and the load generator's CPU.
+redis-server's
 CPU is read from ``/proc`` over the whole chatsvc-bench run (logins,
 warm-up, window and drain: an upper bound for the window), and ``+redis``
 counts it in. Targets (issue 12):
@@ -71,6 +74,8 @@ from pathlib import Path
 from typing import Any
 
 import _common
+
+from chatsvc.loadtest.procinfo import process_wakes
 
 USERS = {10: 200, 100: 100}
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -189,9 +194,11 @@ def run(
             pids.append(process.pid)
             addresses.append(f"127.0.0.1:{port}")
         redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
+        wakes_before = sum(map(process_wakes, pids))
         data = bench(
             addresses, k, rate, args.seconds, pids, load_cores, log_dir / "bench.log"
         )
+        wakes = sum(map(process_wakes, pids)) - wakes_before
         redis_cpu = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
     received = data["window"]["received"]
     server_cpu = data["cpu"]["server_seconds"]
@@ -210,6 +217,7 @@ def run(
         if server_cpu
         else 0.0,
         "load_cpu_pct": data["cpu"].get("load_pct_of_one_core", 0.0),
+        "wakes_per_chat": wakes / max(data["counts"]["sent"], 1),
     }
 
 
@@ -245,14 +253,16 @@ def efficiency_ratio(measured: float, baseline: float) -> str:
 def report(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{'run':<12}{'notif/s':>10}{'p50 ms':>8}{'p99 ms':>8}{'chatsvc s':>10}"
-        f"{'redis s':>9}{'notif/cpu-s':>12}{'+redis':>9}{'load %':>8}  ok",
+        f"{'redis s':>9}{'notif/cpu-s':>12}{'+redis':>9}{'wakes/chat':>11}"
+        f"{'load %':>8}  ok",
     ]
     for r in rows:
         lines.append(
             f"{r['mode'] + ' K=' + str(r['k']):<12}{r['notifies_per_s']:>10,.0f}"
             f"{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['chatsvc_cpu_s']:>10.2f}"
             f"{r['redis_cpu_s']:>9.2f}{r['notifies_per_chatsvc_cpu_s']:>12,.0f}"
-            f"{r['notifies_per_cpu_s_with_redis']:>9,.0f}{r['load_cpu_pct']:>8.0f}"
+            f"{r['notifies_per_cpu_s_with_redis']:>9,.0f}"
+            f"{r['wakes_per_chat']:>11.2f}{r['load_cpu_pct']:>8.0f}"
             f"  {'yes' if r['ok'] else 'NO'}"
             f"{'' if r['valid'] else '  INVALID: load generator saturated'}"
         )

@@ -42,6 +42,7 @@ def row(mode: str, per_cpu_s: float) -> dict[str, object]:
         "notifies_per_chatsvc_cpu_s": per_cpu_s,
         "notifies_per_cpu_s_with_redis": per_cpu_s,
         "load_cpu_pct": 10.0,
+        "wakes_per_chat": 0.9 if mode == "single" else 2.2,
     }
 
 
@@ -49,6 +50,8 @@ class ReportTests(SynchronousTestCase):
     def test_ratio(self) -> None:
         text = cluster.report([row("single", 100_000.0), row("cluster", 75_000.0)])
         self.assertIn("notifies per chatsvc CPU-second 0.75 (target >= 0.7)", text)
+        single, clustered = text.splitlines()[1:3]
+        self.assertEqual((single.split()[9], clustered.split()[9]), ("0.90", "2.20"))
 
     def test_no_cpu_measured(self) -> None:
         """
@@ -134,3 +137,4 @@ class ClusterBenchTests(TestCase):
         runs = json.loads(out.read_text())["runs"]
         self.assertEqual(sorted(run["mode"] for run in runs), ["cluster", "single"])
         self.assertTrue(all(run["ok"] and run["lost"] == 0 for run in runs))
+        self.assertTrue(all(run["wakes_per_chat"] > 0 for run in runs))

@@ -32,7 +32,19 @@ CGROUP = """\
 """
 
 
+STATUS = """\
+Name:\ttwistd
+State:\tS (sleeping)
+voluntary_ctxt_switches:\t1375
+nonvoluntary_ctxt_switches:\t51
+"""
+
+
 class ParserTests(SynchronousTestCase):
+    def test_process_wakes(self) -> None:
+        self.assertEqual(procinfo.parse_process_wakes(STATUS), 1375)
+        self.assertRaises(ValueError, procinfo.parse_process_wakes, "Name:\tx\n")
+
     def test_process_ticks(self) -> None:
         self.assertEqual(procinfo.parse_process_ticks(STAT), 320)
 
@@ -59,6 +71,7 @@ class ReaderTests(SynchronousTestCase):
         self.patch(procinfo, "PROC", Path("/nonexistent/proc"))
         self.assertEqual(procinfo.process_cpu_seconds(os.getpid()), 0.0)
         self.assertEqual(procinfo.machine_busy_seconds(), 0.0)
+        self.assertEqual(procinfo.process_wakes(os.getpid()), 0)
         self.assertRaises(OSError, procinfo.cgroup_v1, "cpu")
 
     def test_this_process(self) -> None:
@@ -69,3 +82,6 @@ class ReaderTests(SynchronousTestCase):
             pass
         self.assertGreater(procinfo.process_cpu_seconds(os.getpid()), 0.0)
         self.assertGreater(procinfo.machine_busy_seconds(), 0.0)
+        wakes = procinfo.process_wakes(os.getpid())
+        time.sleep(0.01)
+        self.assertGreater(procinfo.process_wakes(os.getpid()), wakes)

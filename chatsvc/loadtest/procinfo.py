@@ -56,6 +56,33 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def parse_process_wakes(status: str) -> int:
+    """
+    Return how many times a process gave up its core to wait (for a socket,
+    a timer) and was woken again, from the text of C{/proc/PID/status}: its
+    C{voluntary_ctxt_switches}.
+    """
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "voluntary_ctxt_switches":
+            return int(value)
+    raise ValueError("no voluntary_ctxt_switches")
+
+
+def process_wakes(pid: int) -> int:
+    """
+    Return the wake-ups of process C{pid} so far (L{parse_process_wakes}),
+    all its threads added up; 0 where they cannot be read.
+    """
+    try:
+        tasks = list((PROC / str(pid) / "task").iterdir())
+        return sum(
+            parse_process_wakes((task / "status").read_text("ascii")) for task in tasks
+        )
+    except (OSError, ValueError):
+        return 0
+
+
 def machine_busy_seconds() -> float:
     """
     Return the user, nice and system CPU time of the whole machine, all cores

@@ -23,6 +23,10 @@ connection as Twisted's reactor does. Every other event, and connections of
 other classes (listening ports, subclasses that may read differently), take
 Twisted's own path.
 
+It also runs calls given to C{callAfterPoll} once a poll's events are
+handled: chatsvc's pump runs its turn that way instead of as a timed call
+of no delay.
+
 Only the readiness loop changes: sockets, transports, timers and threads
 are Twisted's. The IOCP reactor and the other reactors are not touched; on
 them chatsvc runs as it does without this module.
