@@ -9,7 +9,7 @@ again, in each of:
 
 - ``epoll``: a bare Python loop over ``select.epoll`` (the floor for Python);
 - ``uvloop``: asyncio on uvloop (libuv in C), a reader callback (the loop of
-  bench/chat.py's peer);
+  bench/chat.py's peer), where it is installed (``pip install '.[bench]'``);
 - ``twisted``: Twisted's epoll reactor and a protocol on the adopted
   connection (a TCP transport as a server's);
 - ``chatsvc-epoll``: the same on chatsvc's reactor (``chatsvc.net.reactor``).
@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.util import find_spec
 
 LOOPS = ("epoll", "uvloop", "twisted", "chatsvc-epoll")
 
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(os.sched_getaffinity(0)) < 2:
         parser.error("needs two cores")
-    cases = [(loop, core) for loop in LOOPS for core in (0, 1)]
+    loops = [loop for loop in LOOPS if loop != "uvloop" or find_spec("uvloop")]
+    cases = [(loop, core) for loop in loops for core in (0, 1)]
     runs: dict[tuple[str, int], list[tuple[int, float]]] = {c: [] for c in cases}
     for _ in range(args.rounds):
         for loop, core in cases:
@@ -187,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         median_wakes = statistics.median(w for w, _ in results)
         per_wake = statistics.median(cpu / max(w, 1) for w, cpu in results)
         print(f"{loop:<14}{where:<12}{median_wakes:>8,.0f}{per_wake * 1e6:>16.1f}")
+    if "uvloop" not in loops:
+        print("uvloop        not installed (pip install '.[bench]')")
     return 0
 
 
