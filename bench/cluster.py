@@ -21,12 +21,10 @@ measured window (chatsvc-bench ``--server-pid``), notifies delivered in the
 window per chatsvc CPU-second, the times the chatsvc processes were woken
 per chat sent (``voluntary_ctxt_switches`` from ``/proc`` over the whole
 chatsvc-bench run, all nodes added up), and the load generator's CPU.
-redis-server's
-CPU is read from ``/proc`` over the whole chatsvc-bench run (logins,
-warm-up, window and drain: an upper bound for the window), and ``+redis``
-counts it in. Targets (issue 12):
-cluster >= 0.7x single-node notifies per CPU-second at K = 100, and the p99
-the Redis hop adds <= 2 ms.
+redis-server's CPU is read from ``/proc`` over the whole chatsvc-bench run
+(logins, warm-up, window and drain: an upper bound for the window), and
+``+redis`` counts it in. Targets (issue 12): cluster >= 0.7x single-node
+notifies per CPU-second at K = 100, and the p99 the Redis hop adds <= 2 ms.
 
 The chatsvc processes and redis-server run pinned to the first core this
 script may use, chatsvc-bench to the others (``--no-pin``: nowhere). Each
@@ -75,19 +73,9 @@ from typing import Any
 
 import _common
 
-from chatsvc.loadtest.procinfo import process_wakes
+from chatsvc.loadtest.procinfo import process_cpu_seconds, process_wakes
 
 USERS = {10: 200, 100: 100}
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """
-    User and system CPU seconds of process C{pid} so far.
-    """
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def node_command(
@@ -193,13 +181,13 @@ def run(
             )
             pids.append(process.pid)
             addresses.append(f"127.0.0.1:{port}")
-        redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
+        redis_before = process_cpu_seconds(redis_pid) if redis_pid else 0.0
         wakes_before = sum(map(process_wakes, pids))
         data = bench(
             addresses, k, rate, args.seconds, pids, load_cores, log_dir / "bench.log"
         )
         wakes = sum(map(process_wakes, pids)) - wakes_before
-        redis_cpu = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
+        redis_cpu = process_cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
     received = data["window"]["received"]
     server_cpu = data["cpu"]["server_seconds"]
     return {
@@ -348,12 +336,12 @@ class Sampler:
         return self.started
 
     def _sample(self) -> None:
-        chatsvc = sum(cpu_seconds(pid) for pid in group_pids(self.server))
+        chatsvc = sum(process_cpu_seconds(pid) for pid in group_pids(self.server))
         self.samples.append(
             (
                 time.monotonic() - self.started,
                 chatsvc,
-                cpu_seconds(self.redis_pid),
+                process_cpu_seconds(self.redis_pid),
                 redis_commands(self.redis_port),
             )
         )
@@ -827,13 +815,13 @@ def redis_costs(seconds: float, log_dir: Path) -> dict[str, float]:
         with socket.create_connection(("127.0.0.1", port)) as client:
 
             def measure(name: str, commands: Callable[[int], list[bytes]]) -> None:
-                done, started = 0, cpu_seconds(pid)
+                done, started = 0, process_cpu_seconds(pid)
                 deadline = time.monotonic() + seconds
                 while time.monotonic() < deadline:
                     sent = commands(done)
                     _pipelined(client, sent, len(sent))
                     done += len(sent)
-                results[name] = done / max(cpu_seconds(pid) - started, 0.01)
+                results[name] = done / max(process_cpu_seconds(pid) - started, 0.01)
 
             for subscribed in (0, 1, 2, 4):
                 readers = []
