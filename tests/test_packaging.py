@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.protocol import encode_packet, login_request
 from tests.support import free_port
+from tests.test_fanout import REQUIRED
 from tests.test_twistd import Twistd, exchange
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +82,16 @@ class PackagingTests(SynchronousTestCase):
         )
         self.assertEqual(twistd.stop(), 0)
 
+    def assertFanOutHelperBuilt(self, bin_dir: Path) -> None:
+        """
+        The C helper of the fan-out's sends was built and is found, where it
+        must be (see L{tests.test_fanout}).
+        """
+        if os.name == "posix" and os.environ.get(REQUIRED):
+            self.output_elsewhere(
+                [str(bin_dir / "python"), "-c", "import chatsvc.net._fanout"]
+            )
+
     def where_chatsvc_is(self, bin_dir: Path) -> Path:
         found = self.output_elsewhere(
             [str(bin_dir / "python"), "-c", "import chatsvc; print(chatsvc.__file__)"]
@@ -102,7 +113,9 @@ class PackagingTests(SynchronousTestCase):
         for page_file in ("index.html", "chat.js", "chat.css", "favicon.svg"):
             self.assertIn(f"chatsvc/web/static/{page_file}", names)
         with tarfile.open(sdist) as archive:
-            self.assertTrue(any(n.endswith(PLUGIN) for n in archive.getnames()))
+            members = archive.getnames()
+        for source in (PLUGIN, "chatsvc/net/_fanout.c", "setup.py"):
+            self.assertTrue(any(n.endswith(source) for n in members), source)
 
         env_dir = self.out / "venv"
         venv.create(env_dir, with_pip=True)
@@ -110,8 +123,10 @@ class PackagingTests(SynchronousTestCase):
         self.pip_install(bin_dir, str(wheel))
         self.assertNotEqual(self.where_chatsvc_is(bin_dir), ROOT / "chatsvc")
         self.assertServes(bin_dir)
+        self.assertFanOutHelperBuilt(bin_dir)
         self.assertTrue((bin_dir / "chatsvc-client").exists())
 
         self.pip_install(bin_dir, "--no-deps", "-e", str(ROOT))
         self.assertEqual(self.where_chatsvc_is(bin_dir), ROOT / "chatsvc")
         self.assertServes(bin_dir)
+        self.assertFanOutHelperBuilt(bin_dir)

@@ -15,6 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatsvc.net import sendqueue
 from chatsvc.net.sendqueue import MAX_IOVEC, SendQueue, push_to_all, transport_writers
 from chatsvc.net.stats import NetStats
 from chatsvc.net.turn import Pump
@@ -274,10 +275,13 @@ class FanOutTests(SynchronousTestCase):
     """
     L{push_to_all}: the same bytes to many queues, straight to the sockets
     of the clean ones, through their writers for the others, and in order
-    for every receiver.
+    for every receiver; with the C helper's sends where it is built.
     """
 
+    send_each = sendqueue._send_each
+
     def setUp(self) -> None:
+        self.patch(sendqueue, "_send_each", self.send_each)
         self.pump = Pump(MemoryReactorClock())
         self.stats = NetStats()
         self.members = [Member(self, self.pump, self.stats) for _ in range(3)]
@@ -382,6 +386,20 @@ class FanOutTests(SynchronousTestCase):
         self.assertEqual(sock.sent, [b"abc", b"j", b"k"])
         self.assertEqual(member.written, [b"def", b"ghi"])
 
+    def test_socket_full(self) -> None:
+        """
+        A real socket that takes part of the bytes: the rest goes through the
+        transport, and the members after it get theirs straight away.
+        """
+        member = self.members[1]
+        member.connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        data = bytes(range(256)) * 192
+        self.end_turn(data)
+        taken = member.received()
+        self.assertTrue(0 < len(taken) < len(data))
+        self.assertEqual(taken + b"".join(member.written), data)
+        self.assertEqual(self.members[2].received(), data)
+
     def test_paused_and_closed_queues(self) -> None:
         """
         A paused queue holds the bytes until it is resumed; a closed one
@@ -404,3 +422,12 @@ class FanOutTests(SynchronousTestCase):
         self.end_turn(b"one;", b"two;")
         for member in self.members:
             self.assertEqual(member.received(), b"one;two;")
+
+
+class PythonFanOutTests(FanOutTests):
+    """
+    L{FanOutTests} with the sockets' own C{send}, as where the C helper is
+    not built.
+    """
+
+    send_each = None

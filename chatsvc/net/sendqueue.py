@@ -32,17 +32,21 @@ A queue whose last write went straight to the socket and that holds nothing
 is I{clean}: nothing can be waiting in its transport but what the queue
 itself handed over, so its next write may go straight to the socket without
 looking at the transport again. L{push_to_all} sends a room's bytes to the
-sockets of all its clean queues with one C{map} (the C{send} calls are made
-from C, not from a Python loop body). A queue stops being clean when it holds
-output or a write goes through the transport, and becomes clean again when a
-write finds the transport empty and the socket takes everything; an aborted
-connection's queue is closed (L{SendQueue.close}). chatsvc never switches a
-session's connection to TLS (C{startTLS}); a TLS listener's sessions have
-transports that are not a L{tcp.Connection} and are never clean.
+sockets of all its clean queues in one call of the C helper
+L{chatsvc.net._fanout} where it is built (setup.py: a C{send()} per socket,
+without the argument parsing, GIL release and result object of each
+C{socket.send}), else with one C{map} over the sockets' C{send}. A queue
+stops being clean when it holds output or a write goes through the
+transport, and becomes clean again when a write finds the transport empty
+and the socket takes everything; an aborted connection's queue is closed
+(L{SendQueue.close}). chatsvc never switches a session's connection to TLS
+(C{startTLS}); a TLS listener's sessions have transports that are not a
+L{tcp.Connection} and are never clean.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -56,6 +60,12 @@ from zope.interface import implementer
 
 from chatsvc.net.stats import NetStats
 from chatsvc.net.turn import Pump
+
+_send_each: Callable[[list[int], bytes, int], tuple[int, int] | None] | None
+try:
+    from chatsvc.net._fanout import send_each as _send_each
+except ImportError:  # not built (see setup.py): the sockets' own send
+    _send_each = None
 
 #: C{SendQueue._written_turn} of a queue that wrote in no turn yet, and of one
 #: that must not write at once (paused or closed): every turn number is above
@@ -99,6 +109,10 @@ class Writers(NamedTuple):
 
     send: Callable[[bytes], int] | None = None
     """The socket's C{send}, when the writers may send on it."""
+
+    fd: int = -1
+    """The socket's file descriptor, when the writers may send on it and it
+    is a real socket."""
 
 
 #: The most byte strings given to one C{sendmsg}, within every system's
@@ -180,7 +194,8 @@ def transport_writers(transport: ITransport) -> Writers:
             return False
         return True
 
-    return Writers(write_now, write_sequence_now, send)
+    fd = sock.fileno() if isinstance(sock, socket.socket) else -1
+    return Writers(write_now, write_sequence_now, send, fd)
 
 
 @implementer(IPushProducer)
@@ -196,6 +211,7 @@ class SendQueue:
     __slots__ = (
         "_chunks",
         "_clean",
+        "_fd",
         "_owner",
         "_pump",
         "_scheduled",
@@ -218,7 +234,9 @@ class SendQueue:
         owner: SendQueueOwner,
         stats: NetStats,
     ) -> None:
-        self._write, self._write_sequence, self._send = transport_writers(transport)
+        self._write, self._write_sequence, self._send, self._fd = transport_writers(
+            transport
+        )
         #: Nothing held, and the last write went straight to the socket: the
         #: next may too, without looking at the transport (L{push_to_all}).
         self._clean = self._send is not None
@@ -325,6 +343,7 @@ class SendQueue:
 
 
 _send_of = attrgetter("_send")
+_fd_of = attrgetter("_fd")
 
 
 def push_to_all(queues: Iterable[SendQueue], data: bytes) -> None:
@@ -367,6 +386,18 @@ def _send_directly(queues: list[SendQueue], data: bytes) -> None:
     take, or all of C{data} where the C{send} failed, is written again as
     C{write_now} writes (in the end through the transport).
     """
+    if _send_each is not None:
+        # A descriptor is the connection's own: Twisted stops a queue (its
+        # transport's producer) before it closes the socket, and a stopped
+        # queue is not sent to directly.
+        fds = list(map(_fd_of, queues))
+        start = 0
+        while (unsent := _send_each(fds, data, start)) is not None:
+            index, written = unsent
+            queue = queues[index]
+            queue._clean = queue._write(data[written:])
+            start = index + 1
+        return
     size = len(data)
     start = 0
     while start < len(queues):

@@ -1,0 +1,3 @@
+def send_each(
+    fds: list[int], data: bytes, start: int = 0, /
+) -> tuple[int, int] | None: ...
