@@ -1,9 +1,10 @@
 """
-The one thing pyproject.toml cannot say: chatsvc's optional C helper
-(chatsvc/net/_fanout.c, the fan-out's sends) is built on CPython on POSIX
-where a C compiler and Python's headers are at hand. Where it cannot be
-built, the install goes on without it and chatsvc sends through Python's
-sockets.
+The one thing pyproject.toml cannot say: chatsvc's optional C helpers are
+built on CPython on POSIX where a C compiler and Python's headers are at
+hand: chatsvc/net/_fanout.c (the fan-out's sends) and
+chatsvc/protocol/_framing.c (splitting received bytes into packets). Where
+they cannot be built, the install goes on without them and chatsvc does the
+same in Python.
 """
 
 import os
@@ -11,10 +12,13 @@ import platform
 
 from setuptools import Extension, setup
 
-ext_modules = []
+ext_modules: list[Extension] = []
 if os.name == "posix" and platform.python_implementation() == "CPython":
-    ext_modules.append(
-        Extension("chatsvc.net._fanout", ["chatsvc/net/_fanout.c"], optional=True)
-    )
+    ext_modules += [
+        Extension("chatsvc.net._fanout", ["chatsvc/net/_fanout.c"], optional=True),
+        Extension(
+            "chatsvc.protocol._framing", ["chatsvc/protocol/_framing.c"], optional=True
+        ),
+    ]
 
 setup(ext_modules=ext_modules)

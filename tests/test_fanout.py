@@ -10,29 +10,19 @@ import os
 import socket
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import c_helper
 
 try:
     from chatsvc.net import _fanout
 except ImportError:
     _fanout = None  # type: ignore[assignment]
 
-#: Set (to anything) where the helper must be built: CI sets it.
-REQUIRED = "CHATSVC_REQUIRE_FANOUT_C"
-
 
 class SendEachTests(SynchronousTestCase):
     def setUp(self) -> None:
-        if _fanout is None:
-            message = (
-                "chatsvc.net._fanout is not built (it needs a C compiler and"
-                " Python's headers when chatsvc is installed); chatsvc sends"
-                " through Python's sockets instead"
-            )
-            if os.name == "posix" and os.environ.get(REQUIRED):
-                self.fail(message)
-            raise SkipTest(message)
-        self.send_each: Any = _fanout.send_each
+        self.send_each: Any = c_helper(_fanout, "chatsvc.net._fanout").send_each
         self.pairs = [self.pair() for _ in range(3)]
         self.fds = [ours.fileno() for ours, _ in self.pairs]
 

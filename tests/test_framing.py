@@ -5,6 +5,7 @@ Tests for L{chatsvc.protocol.framing}: framing, length checks and stream splitti
 from __future__ import annotations
 
 import struct
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,9 +17,16 @@ from chatsvc.protocol import (
     PacketDecoder,
     ProtocolError,
     encode_packet,
+    framing,
     pack_str,
     unpack_str,
 )
+from tests.support import c_helper
+
+try:
+    from chatsvc.protocol import _framing
+except ImportError:
+    _framing = None  # type: ignore[assignment]
 
 
 def decode_all(decoder: PacketDecoder) -> list[Packet]:
@@ -70,6 +78,15 @@ class EncodeTests(SynchronousTestCase):
 
 
 class DecoderTests(SynchronousTestCase):
+    """
+    L{PacketDecoder}, splitting packets with the C helper where it is built.
+    """
+
+    split_packets = framing._split_packets
+
+    def setUp(self) -> None:
+        self.patch(framing, "_split_packets", self.split_packets)
+
     def test_one_packet(self) -> None:
         decoder = PacketDecoder()
         decoder.feed(encode_packet(201, b"body", 3))
@@ -222,3 +239,105 @@ class DecoderPropertyTests(SynchronousTestCase):
             decoder.close()
         except ProtocolError:
             pass
+
+
+class PythonDecoderTests(DecoderTests):
+    """
+    L{DecoderTests} splitting packets in Python, as where the C helper is not
+    built.
+    """
+
+    split_packets = None
+
+
+def decode_in_batches(
+    stream: bytes, cuts: list[int], limits: list[int], maximum: int
+) -> list[object]:
+    """
+    Feed C{stream} cut at C{cuts}, reading batches of the sizes C{limits}
+    (cycled) after each feed and closing at the end; return everything the
+    decoder showed: batches, their bytes, the counts, the error.
+    """
+    decoder = PacketDecoder(maximum)
+    seen: list[object] = []
+    reads = 0
+    try:
+        for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            seen.append(decoder.feed(stream[start:end]))
+            while batch := decoder.read_batch(limits[reads % len(limits)]):
+                reads += 1
+                seen.append([(type(p), p.packet_id, p.type, p.body) for p in batch])
+                seen.append(decoder.batch_bytes())
+                seen.append((decoder.buffered, decoder.decoded_bytes))
+        decoder.close()
+    except ProtocolError as e:
+        seen.append((e.reason, e.kind, decoder.buffered, decoder.decoded_bytes))
+    return seen
+
+
+class SplitPacketsTests(SynchronousTestCase):
+    """
+    The C helper L{chatsvc.protocol._framing}: the same packets, counts and
+    errors as splitting in Python, and bad arguments refused.
+    """
+
+    def setUp(self) -> None:
+        self.split_packets = c_helper(
+            _framing, "chatsvc.protocol._framing"
+        ).split_packets
+
+    def both(
+        self, stream: bytes, cuts: list[int], limits: list[int], maximum: int
+    ) -> list[list[object]]:
+        results = []
+        for split in (self.split_packets, None):
+            with patch.object(framing, "_split_packets", split):
+                results.append(decode_in_batches(stream, cuts, limits, maximum))
+        return results
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        packets,
+        st.lists(st.binary(max_size=12), max_size=3),
+        st.data(),
+    )
+    def test_same_as_python(
+        self, sent: list[Packet], garbage: list[bytes], data: st.DataObject
+    ) -> None:
+        """
+        Valid packets, then maybe garbage, cut anywhere and read in batches
+        of any size: the decoder shows the same with and without the helper.
+        """
+        stream = b"".join(p.wire() for p in sent) + b"".join(garbage)
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
+        limits = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=4))
+        maximum = data.draw(st.sampled_from([HEADER_SIZE, 64, 1024, 0xFFFF]))
+        with_c, in_python = self.both(stream, cuts, limits, maximum)
+        self.assertEqual(with_c, in_python)
+
+    def test_packets_are_packets(self) -> None:
+        packets, end, bad = self.split_packets(
+            bytearray(encode_packet(201, b"hi", 7)), 0, 5, 1024, Packet
+        )
+        self.assertEqual((packets, end, bad), ([Packet(201, 7, b"hi")], 7, -1))
+        self.assertIs(type(packets[0]), Packet)
+        self.assertEqual(packets[0].body, b"hi")
+
+    def test_bad_arguments(self) -> None:
+        stream = encode_packet(201, b"hi")
+        for args, error in [
+            ((stream, 0, 5, 1024), TypeError),
+            (("text", 0, 5, 1024, Packet), TypeError),
+            ((stream, 0, 5, 1024, list), TypeError),
+            ((stream, 0, 5, 1024, tuple[int, int]), TypeError),
+            ((stream, 0, 5, 1024, Exception), TypeError),
+            ((stream, -1, 5, 1024, Packet), ValueError),
+            ((stream, len(stream) + 1, 5, 1024, Packet), ValueError),
+            ((stream, 0, -1, 1024, Packet), ValueError),
+            ((stream, 0, 5, 4, Packet), ValueError),
+            ((stream, 0, 5, 0x10000, Packet), ValueError),
+            ((stream, 2**70, 5, 1024, Packet), OverflowError),
+            ((stream, "0", 5, 1024, Packet), TypeError),
+        ]:
+            with self.assertRaises(error):
+                self.split_packets(*args)

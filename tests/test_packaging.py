@@ -20,12 +20,12 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatsvc.protocol import encode_packet, login_request
-from tests.support import free_port
-from tests.test_fanout import REQUIRED
+from tests.support import REQUIRE_C_HELPERS, free_port
 from tests.test_twistd import Twistd, exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "twisted/plugins/chatsvc_plugins.py"
+C_HELPERS = ("chatsvc.net._fanout", "chatsvc.protocol._framing")
 
 
 class PackagingTests(SynchronousTestCase):
@@ -82,14 +82,14 @@ class PackagingTests(SynchronousTestCase):
         )
         self.assertEqual(twistd.stop(), 0)
 
-    def assertFanOutHelperBuilt(self, bin_dir: Path) -> None:
+    def assertCHelpersBuilt(self, bin_dir: Path) -> None:
         """
-        The C helper of the fan-out's sends was built and is found, where it
-        must be (see L{tests.test_fanout}).
+        The C helpers were built and are found, where they must be
+        (L{tests.support.REQUIRE_C_HELPERS}).
         """
-        if os.name == "posix" and os.environ.get(REQUIRED):
+        if os.name == "posix" and os.environ.get(REQUIRE_C_HELPERS):
             self.output_elsewhere(
-                [str(bin_dir / "python"), "-c", "import chatsvc.net._fanout"]
+                [str(bin_dir / "python"), "-c", f"import {', '.join(C_HELPERS)}"]
             )
 
     def where_chatsvc_is(self, bin_dir: Path) -> Path:
@@ -114,7 +114,8 @@ class PackagingTests(SynchronousTestCase):
             self.assertIn(f"chatsvc/web/static/{page_file}", names)
         with tarfile.open(sdist) as archive:
             members = archive.getnames()
-        for source in (PLUGIN, "chatsvc/net/_fanout.c", "setup.py"):
+        sources = [f"{name.replace('.', '/')}.c" for name in C_HELPERS]
+        for source in (PLUGIN, "setup.py", *sources):
             self.assertTrue(any(n.endswith(source) for n in members), source)
 
         env_dir = self.out / "venv"
@@ -123,10 +124,10 @@ class PackagingTests(SynchronousTestCase):
         self.pip_install(bin_dir, str(wheel))
         self.assertNotEqual(self.where_chatsvc_is(bin_dir), ROOT / "chatsvc")
         self.assertServes(bin_dir)
-        self.assertFanOutHelperBuilt(bin_dir)
+        self.assertCHelpersBuilt(bin_dir)
         self.assertTrue((bin_dir / "chatsvc-client").exists())
 
         self.pip_install(bin_dir, "--no-deps", "-e", str(ROOT))
         self.assertEqual(self.where_chatsvc_is(bin_dir), ROOT / "chatsvc")
         self.assertServes(bin_dir)
-        self.assertFanOutHelperBuilt(bin_dir)
+        self.assertCHelpersBuilt(bin_dir)

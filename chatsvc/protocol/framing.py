@@ -5,12 +5,15 @@ Framing of the tutorial's binary protocol, without any I/O.
 Every packet is a 5-byte little-endian header (``PacketLength`` uint16 counting
 the whole packet, ``PacketId`` uint16, ``Type`` uint8) followed by the body.
 L{PacketDecoder} is fed bytes as they arrive and hands out complete packets;
-L{encode_packet} builds one.
+L{encode_packet} builds one. Where the C helper L{chatsvc.protocol._framing}
+is built (setup.py), it splits the packets off the decoder's buffer, with
+the same results as the Python loop it stands in for.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 HEADER: Final = struct.Struct("<HHB")
@@ -21,6 +24,15 @@ DEFAULT_MAX_PACKET_SIZE: Final = 1024
 _unpack_header_from = HEADER.unpack_from
 _pack_header = HEADER.pack
 _new_tuple = tuple.__new__
+
+_Splitter = Callable[
+    [bytes | bytearray, int, int, int, "type[Packet]"], tuple["list[Packet]", int, int]
+]
+_split_packets: _Splitter | None
+try:
+    from chatsvc.protocol._framing import split_packets as _split_packets
+except ImportError:  # not built (see setup.py): packets are split in Python
+    _split_packets = None
 
 
 class ProtocolError(Exception):
@@ -145,11 +157,39 @@ class PacketDecoder:
         if self.error is not None:
             raise self.error
         buffer = self._buffer
+        if _split_packets is not None:
+            return self._split(buffer, limit, _split_packets)
         if isinstance(buffer, bytearray):
             # Slicing a memoryview copies a body once, slicing a bytearray twice.
             with memoryview(buffer) as view:
                 return self._read(view, limit, True)
         return self._read(buffer, limit, False)
+
+    def _split(
+        self,
+        buffer: bytes | bytearray,
+        limit: int,
+        split: _Splitter,
+    ) -> list[Packet]:
+        start = self._offset
+        packets, offset, bad_length = split(
+            buffer, start, limit, self.max_packet_size, Packet
+        )
+        if bad_length >= 0:
+            error = self._bad_length(bad_length)
+            if not packets:
+                raise error
+        self.decoded_bytes += offset - start
+        self._batch = (start, offset)
+        self._offset = offset
+        return packets
+
+    def _bad_length(self, length: int) -> ProtocolError:
+        self.error = ProtocolError(
+            f"packet length {length} outside {HEADER_SIZE}..{self.max_packet_size}",
+            "length",
+        )
+        return self.error
 
     def _read(self, buffer: bytes | memoryview, limit: int, copy: bool) -> list[Packet]:
         offset = self._offset
@@ -160,12 +200,10 @@ class PacketDecoder:
         while len(packets) < limit and size - offset >= HEADER_SIZE:
             length, packet_id, packet_type = _unpack_header_from(buffer, offset)
             if length < HEADER_SIZE or length > maximum:
-                self.error = ProtocolError(
-                    f"packet length {length} outside {HEADER_SIZE}..{maximum}", "length"
-                )
+                error = self._bad_length(length)
                 if packets:
                     break
-                raise self.error
+                raise error
             end = offset + length
             if end > size:
                 break
