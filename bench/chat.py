@@ -16,8 +16,8 @@ Servers, each its own process started here on a free loopback port:
 - ``uvloop-chat``: ``bench/peers/uvloop_chat.py``, the same protocol and
   notifies on uvloop, writes coalesced per client per loop pass;
 - with ``--old-chatsvc DIR``, also the chatsvc of another checkout (on its
-  ``.venv``'s Python if it has one, on Twisted's default reactor), e.g. the
-  code before a change, in the same rounds.
+  ``.venv``'s Python if it has one, on Twisted's default reactor or
+  ``--old-reactor``), e.g. the code before a change, in the same rounds.
 
 Load of the fan-out test: ``--load-command PATH``, chatload (the C load
 generator of ``../shared/tools``; given its ``.c`` source, it is built with
@@ -274,13 +274,18 @@ def bench_tool(
 # --- the tests ---------------------------------------------------------------------
 
 
+#: The fan-out loads, in the order they run (C{--loads} chooses among them).
+FANOUT_LOADS = ("K=10 fixed", "K=10 max", "K=100 fixed", "K=100 max")
+
+
 def fanout_loads(args: argparse.Namespace) -> list[Load]:
-    return [
+    loads = [
         Load("K=10 fixed", 10, 200, args.rate_k10, 1),
         Load("K=10 max", 10, 200, 0, args.window),
         Load("K=100 fixed", 100, 100, args.rate_k100, 1),
         Load("K=100 max", 100, 100, 0, args.window),
     ]
+    return [load for load in loads if load.name in args.loads]
 
 
 def fanout_load(
@@ -848,6 +853,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--logins", type=int, default=10_000, help="login storm: users (default 10000)"
     )
     parser.add_argument(
+        "--loads",
+        default=",".join(FANOUT_LOADS),
+        help="which fan-out loads (comma-separated, default all: "
+        + ", ".join(FANOUT_LOADS)
+        + ")",
+    )
+    parser.add_argument(
         "--tests",
         default="fanout,capacity,logins",
         help="which tests (comma-separated: fanout,capacity,logins)",
@@ -905,7 +917,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--reactor",
         default="chatsvc-epoll",
         help="twistd reactor of this checkout's chatsvc (default chatsvc-epoll;"
-        " '' for Twisted's default); --old-chatsvc runs on Twisted's default",
+        " '' for Twisted's default)",
+    )
+    parser.add_argument(
+        "--old-reactor",
+        default="",
+        help="twistd reactor of --old-chatsvc (default '': Twisted's default)",
     )
     parser.add_argument(
         "--old-chatsvc",
@@ -930,6 +947,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.rounds, args.seconds, args.warmup = 1, 2.0, 0.5
         args.connections = args.logins = 2000
         args.hold = 1.0
+    args.loads = {name.strip() for name in args.loads.split(",") if name.strip()}
+    if not args.loads <= set(FANOUT_LOADS):
+        parser.error(f"--loads: choose from {', '.join(FANOUT_LOADS)}")
     args.tests = {t for t in args.tests.split(",") if t}
     if not args.tests <= {"fanout", "capacity", "logins"}:
         parser.error("--tests: choose from fanout, capacity, logins")
@@ -979,7 +999,13 @@ def servers_of(args: argparse.Namespace) -> list[Server]:
         venv = old / ".venv/bin/python"
         python = str(venv) if venv.exists() else sys.executable
         servers.append(
-            Server(name, python, old.resolve(), None, known_options(python, old))
+            Server(
+                name,
+                python,
+                old.resolve(),
+                args.old_reactor or None,
+                known_options(python, old),
+            )
         )
     return [*servers, Server(PEER)]
 

@@ -88,3 +88,28 @@ class ChatloadTests(SynchronousTestCase):
             seconds=5, warmup=1, server_pid=7,
         )  # fmt: skip
         self.assertEqual(closed[closed.index("--window") + 1], "4")
+
+
+class OptionTests(SynchronousTestCase):
+    def test_loads_chosen(self) -> None:
+        args = chat.parse_args(["--loads", "K=100 fixed, K=10 max"])
+        self.assertEqual(
+            [load.name for load in chat.fanout_loads(args)], ["K=10 max", "K=100 fixed"]
+        )
+        every = chat.fanout_loads(chat.parse_args([]))
+        self.assertEqual(tuple(load.name for load in every), chat.FANOUT_LOADS)
+
+    def test_unknown_load_refused(self) -> None:
+        with self.assertRaises(SystemExit):
+            chat.parse_args(["--loads", "K=1000 max"])
+
+    def test_old_chatsvc_on_its_reactor(self) -> None:
+        root = Path(__file__).resolve().parent.parent
+        for argv, reactor in [
+            ([], None),
+            (["--old-reactor", "chatsvc-epoll"], "chatsvc-epoll"),
+        ]:
+            args = chat.parse_args(["--old-chatsvc", str(root), *argv])
+            ours, old, peer = chat.servers_of(args)
+            self.assertEqual((ours.reactor, old.reactor), ("chatsvc-epoll", reactor))
+            self.assertEqual(peer.name, chat.PEER)
