@@ -311,14 +311,43 @@ class FanOutTests(SynchronousTestCase):
     def test_held_output_first(self) -> None:
         """
         A queue holding responses of the turn sends them with the notifies,
-        in one C{sendmsg}; the others get the notifies alone.
+        in one system call; the others get the notifies alone. All of them
+        are clean again for the next turn.
         """
         self.queues[1].push(b"response;")
+        self.queues[2].push(b"one;")
+        self.queues[2].push(b"two;")
         self.end_turn(b"notify")
         self.assertEqual(
             [member.received() for member in self.members],
-            [b"notify", b"response;notify", b"notify"],
+            [b"notify", b"response;notify", b"one;two;notify"],
         )
+        self.assertEqual(self.stats.bytes_out, 3 * len(b"notify") + 17)
+        self.assertEqual([queue.pending for queue in self.queues], [0, 0, 0])
+        self.end_turn(b"again")
+        for member in self.members:
+            self.assertEqual(member.received(), b"again")
+            self.assertEqual(member.written, [])
+
+    def test_held_output_and_a_full_socket(self) -> None:
+        """
+        A queue holding responses whose socket takes only part of them and
+        the notifies writes the rest through its transport, in order; the
+        members after it get theirs straight away.
+        """
+        member = self.members[1]
+        member.connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.queues[1].push(b"response;")
+        self.queues[1].push(b"another;")
+        data = bytes(range(256)) * 192
+        self.end_turn(data)
+        taken = member.received()
+        self.assertTrue(0 < len(taken) < len(data))
+        self.assertEqual(taken + b"".join(member.written), b"response;another;" + data)
+        self.assertEqual(self.members[2].received(), data)
+        self.assertEqual(self.stats.bytes_out, 3 * len(data) + 17)
+        self.end_turn(b"later")
+        self.assertEqual(member.written[-1], b"later")
 
     def replace(self, index: int, sock: Any) -> Member:
         """

@@ -1,3 +1,7 @@
 def send_each(
-    fds: list[int], data: bytes, start: int = 0, /
+    fds: list[int],
+    data: bytes,
+    start: int = 0,
+    heads: list[bytes] | None = None,
+    /,
 ) -> tuple[int, int] | None: ...

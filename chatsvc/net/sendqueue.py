@@ -35,7 +35,11 @@ looking at the transport again. L{push_to_all} sends a room's bytes to the
 sockets of all its clean queues in one call of the C helper
 L{chatsvc.net._fanout} where it is built (setup.py: a C{send()} per socket,
 without the argument parsing, GIL release and result object of each
-C{socket.send}), else with one C{map} over the sockets' C{send}. A queue
+C{socket.send}; on Linux, large bytes for many sockets are copied into a
+pipe once and spliced into each socket without a copy), else with one C{map}
+over the sockets' C{send}. A queue whose last write went straight to the
+socket and that holds only this turn's output (a member that sent requests
+in the turn holds their answers) has it sent first in the same call. A queue
 stops being clean when it holds output or a write goes through the
 transport, and becomes clean again when a write finds the transport empty
 and the socket takes everything; an aborted connection's queue is closed
@@ -61,7 +65,10 @@ from zope.interface import implementer
 from chatsvc.net.stats import NetStats
 from chatsvc.net.turn import Pump
 
-_send_each: Callable[[list[int], bytes, int], tuple[int, int] | None] | None
+_SendEach = Callable[
+    [list[int], bytes, int, list[bytes] | None], tuple[int, int] | None
+]
+_send_each: _SendEach | None
 try:
     from chatsvc.net._fanout import send_each as _send_each
 except ImportError:  # not built (see setup.py): the sockets' own send
@@ -211,6 +218,7 @@ class SendQueue:
     __slots__ = (
         "_chunks",
         "_clean",
+        "_direct",
         "_fd",
         "_owner",
         "_pump",
@@ -237,9 +245,11 @@ class SendQueue:
         self._write, self._write_sequence, self._send, self._fd = transport_writers(
             transport
         )
-        #: Nothing held, and the last write went straight to the socket: the
-        #: next may too, without looking at the transport (L{push_to_all}).
-        self._clean = self._send is not None
+        #: The last write went straight to the socket: the next may too,
+        #: without looking at the transport (L{push_to_all}).
+        self._direct = self._send is not None
+        #: C{_direct}, and nothing held.
+        self._clean = self._direct
         self._stats = stats
         self._pump = pump
         self._owner = owner
@@ -281,7 +291,7 @@ class SendQueue:
             self._write_held(self.pending + len(data))
         else:
             self._stats.bytes_out += len(data)
-            self._clean = self._write(data)
+            self._clean = self._direct = self._write(data)
 
     def _write_held(self, size: int) -> None:
         chunks = self._chunks
@@ -290,9 +300,9 @@ class SendQueue:
         if len(chunks) == 1:
             data = chunks[0]
             chunks.clear()
-            self._clean = self._write(data)
+            self._clean = self._direct = self._write(data)
         else:
-            self._clean = self._write_sequence(chunks, size)
+            self._clean = self._direct = self._write_sequence(chunks, size)
             chunks.clear()
 
     def write_unless_paused(self) -> None:
@@ -358,14 +368,18 @@ def push_to_all(queues: Iterable[SendQueue], data: bytes) -> None:
     paused, until the transport resumes it); a closed one drops it.
 
     This runs for every member of every room with news, every turn. The
-    common case, a clean queue (nothing held, its last write went straight
-    to the socket) that writes at once, is only collected here; their
-    sockets' C{send}s are then called from C (L{map}), without a Python call
-    or a look at the transport per member.
+    common cases, a queue whose last write went straight to the socket and
+    that holds nothing (I{clean}) or only the answers of this turn, are only
+    collected here; their sockets are then sent to in one call of the C
+    helper (or, without it, the clean ones from L{map}), without a Python
+    call or a look at the transport per member.
     """
     size = len(data)
     clean: list[SendQueue] = []
+    held: list[SendQueue] = []
     collect = clean.append
+    # Without the C helper, a queue that holds output writes it with C{data}.
+    send_held = _send_each is not None
     for queue in queues:
         ending = queue._pump.ending
         if queue._written_turn >= ending:
@@ -374,29 +388,67 @@ def push_to_all(queues: Iterable[SendQueue], data: bytes) -> None:
             queue._written_turn = ending
             queue._stats.bytes_out += size
             collect(queue)
+        elif queue._direct and send_held:
+            queue._written_turn = ending
+            held.append(queue)
         else:
             queue._write_now(data)
     if clean:
         _send_directly(clean, data)
+    if held:
+        _send_after_held(held, data)
+
+
+def _send_after_held(queues: list[SendQueue], data: bytes) -> None:
+    """
+    Send what each of C{queues} holds, then C{data}, on its socket, in one
+    call of the C helper.
+    """
+    size = len(data)
+    heads = []
+    for queue in queues:
+        chunks = queue._chunks
+        heads.append(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        chunks.clear()
+        queue._stats.bytes_out += queue.pending + size
+        queue.pending = 0
+        queue._clean = True
+    _send_each_of(queues, data, heads)
+
+
+def _send_each_of(
+    queues: list[SendQueue], data: bytes, heads: list[bytes] | None
+) -> None:
+    """
+    Send C{data} (after C{heads[i]}, if given) on the socket of each of
+    C{queues} with the C helper; what a socket does not take, or all of it
+    where the send failed, is written again as C{write_now} writes (in the
+    end through the transport).
+
+    A descriptor is the connection's own: Twisted stops a queue (its
+    transport's producer) before it closes the socket, and a stopped queue is
+    not sent to directly.
+    """
+    assert _send_each is not None
+    fds = list(map(_fd_of, queues))
+    start = 0
+    while (unsent := _send_each(fds, data, start, heads)) is not None:
+        index, written = unsent
+        rest = data if heads is None else heads[index] + data
+        queue = queues[index]
+        queue._clean = queue._direct = queue._write(rest[written:])
+        start = index + 1
 
 
 def _send_directly(queues: list[SendQueue], data: bytes) -> None:
     """
-    Send C{data} on the socket of each of C{queues}; what a socket does not
-    take, or all of C{data} where the C{send} failed, is written again as
-    C{write_now} writes (in the end through the transport).
+    Send C{data} on the socket of each of C{queues}, with the C helper or
+    from L{map}; what a socket does not take, or all of C{data} where the
+    C{send} failed, is written again as C{write_now} writes (in the end
+    through the transport).
     """
     if _send_each is not None:
-        # A descriptor is the connection's own: Twisted stops a queue (its
-        # transport's producer) before it closes the socket, and a stopped
-        # queue is not sent to directly.
-        fds = list(map(_fd_of, queues))
-        start = 0
-        while (unsent := _send_each(fds, data, start)) is not None:
-            index, written = unsent
-            queue = queues[index]
-            queue._clean = queue._write(data[written:])
-            start = index + 1
+        _send_each_of(queues, data, None)
         return
     size = len(data)
     start = 0
@@ -411,9 +463,9 @@ def _send_directly(queues: list[SendQueue], data: bytes) -> None:
         if sent.count(size) != len(sent):
             for queue, written in zip(islice(queues, start, None), sent, strict=False):
                 if written != size:
-                    queue._clean = queue._write(data[written:])
+                    queue._clean = queue._direct = queue._write(data[written:])
         start += len(sent)
         if start < len(queues):
             failed = queues[start]
-            failed._clean = failed._write(data)
+            failed._clean = failed._direct = failed._write(data)
             start += 1
