@@ -114,8 +114,8 @@ pipe_capacity(int fd)
     return size < 0 ? 0 : (Py_ssize_t)size;
 }
 
-/* Whether the pipes are there for len bytes: made on first use in each
-   process. */
+/* Whether the pipes are there and hold len bytes: made on first use in
+   each process. */
 static int
 pipes_ready(Py_ssize_t len)
 {
@@ -130,12 +130,12 @@ pipes_ready(Py_ssize_t len)
             || pipe2(pipes.tmp, O_NONBLOCK | O_CLOEXEC) < 0
             || (pipes.devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)) < 0) {
             close_pipes();
+            pipes.pid = -1; /* out of descriptors, say: try again next time */
             return 0;
         }
         src = pipe_capacity(pipes.src[1]);
         tmp = pipe_capacity(pipes.tmp[1]);
-        /* One page short: written bytes need not start on a page. */
-        pipes.capacity = (src < tmp ? src : tmp) - 4096;
+        pipes.capacity = src < tmp ? src : tmp;
     }
     return len <= pipes.capacity;
 }

@@ -228,6 +228,55 @@ class ManyUsersTests(ChatTestCase):
                     mine, [b"%d:%d" % (sender, n) for n in range(messages)]
                 )
 
+    async def test_busy_room(self) -> None:
+        """
+        Turns that carry tens of kilobytes of notifies to a room (every
+        member sends a burst of chats at once; on Linux such turns are
+        spliced into the members' sockets) reach every member whole, in one
+        order shared by all, each sender's in its sending order.
+        """
+        members, burst = 6, 128
+        port = await self.start_chat(
+            ChatConfig(rooms=1, room_capacity=members, chat_rate=0),
+            NetConfig(max_connections_per_ip=0, batch_size=burst),
+        )
+        clients = await self.connect(port, members)
+        for i, client in enumerate(clients):
+            client.send(login_request(f"user{i}", "pw") + enter_room_request(0))
+        await wait_all(
+            clients,
+            lambda c: (
+                sum(1 for e in c.events if not isinstance(e, Response | UserList))
+                >= members
+                - 1
+                - sum(len(e.users) for e in c.events if isinstance(e, UserList))
+            ),
+        )
+        for client in clients:
+            client.take()
+        for i, client in enumerate(clients):
+            client.send(b"".join(chat_request(f"{i}:{n}") for n in range(burst)))
+        expected = members * burst
+        await wait_all(
+            clients,
+            lambda c: sum(isinstance(e, ChatNotify) for e in c.events) >= expected,
+            timeout=60,
+        )
+        orders = []
+        for client in clients:
+            responses = [e for e in client.events if isinstance(e, Response)]
+            self.assertEqual(responses, [Response(CHAT, 0)] * burst)
+            orders.append(
+                [e.message for e in client.events if isinstance(e, ChatNotify)]
+            )
+        for other in orders[1:]:
+            self.assertEqual(other, orders[0])
+        for sender in range(members):
+            self.assertEqual(
+                [m for m in orders[0] if m.startswith(b"%d:" % sender)],
+                [b"%d:%d" % (sender, n) for n in range(burst)],
+            )
+
     async def test_slow_consumer_cut_off_others_unaffected(self) -> None:
         port = await self.start_chat(
             ChatConfig(room_capacity=3, chat_rate=0),
