@@ -191,7 +191,10 @@ class SplicedSendTests(SynchronousTestCase):
         Send as the send queues do, each socket from where the last call
         stopped; return what each socket took.
         """
-        wanted = [data if heads is None else head + data for head in heads or self.fds]
+        if heads is None:
+            wanted = [data] * len(self.fds)
+        else:
+            wanted = [head + data for head in heads]
         taken = list(wanted)
         start = 0
         while (unsent := self.send_each(self.fds, data, start, heads)) is not None:
