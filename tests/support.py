@@ -195,18 +195,49 @@ def _command(port: int, args: tuple[str, ...], db: int = 0) -> bytes:
         return s.recv(65536)
 
 
+class _GateClient(portforward.ProxyClient):
+    """
+    The proxy's own connection to Redis for one connection through it.
+    """
+
+    def connectionMade(self) -> None:
+        assert self.peer is not None
+        gate: _Gate = self.peer.factory
+        gate.peers.append(self)
+        if gate.closing or not self.peer.transport.connected:
+            # The connection it was for is gone (or going): nobody to proxy.
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        super().connectionMade()
+
+
+class _GateClientFactory(portforward.ProxyClientFactory):
+    protocol = _GateClient
+
+
+class _GateServer(portforward.ProxyServer):
+    clientProtocolFactory = _GateClientFactory
+
+
 class _Gate(portforward.ProxyFactory):
     """
     A TCP proxy in front of a Redis server that can be shut: while shut, it
     drops every connection through it and refuses new ones.
     """
 
+    protocol = _GateServer
+
     def __init__(self, port: int) -> None:
         super().__init__("127.0.0.1", port)
         self.open = True
+        #: Shut for good: the proxy's own connections to Redis are aborted,
+        #: not closed gracefully (one whose reading is paused, because its
+        #: client stopped reading a flood of messages, may never close on the
+        #: IOCP reactor).
+        self.closing = False
         self.connections: set[portforward.ProxyServer] = set()
-        #: The proxy's own connections to Redis of connections it dropped.
-        self.peers: list[Protocol] = []
+        #: The proxy's own connections to Redis.
+        self.peers: list[_GateClient] = []
 
     def buildProtocol(self, addr: object) -> portforward.ProxyServer | None:  # type: ignore[override]
         if not self.open:
@@ -217,9 +248,10 @@ class _Gate(portforward.ProxyFactory):
 
         def forget(reason: Failure) -> None:
             self.connections.discard(protocol)
-            if protocol.peer is not None:
-                self.peers.append(protocol.peer)
+            peer = protocol.peer
             lost(reason)
+            if self.closing and peer is not None:
+                _abort(peer)
 
         protocol.connectionLost = forget  # type: ignore[method-assign]
         return protocol
@@ -228,6 +260,16 @@ class _Gate(portforward.ProxyFactory):
         self.open = False
         for protocol in list(self.connections):
             protocol.transport.abortConnection()  # type: ignore[union-attr]
+
+
+def _abort(protocol: Protocol) -> None:
+    """
+    Abort C{protocol}'s connection unless it is gone.
+    """
+    if protocol.transport is not None and getattr(
+        protocol.transport, "connected", False
+    ):
+        protocol.transport.abortConnection()  # type: ignore[attr-defined]
 
 
 class ExternalRedis:
@@ -271,8 +313,11 @@ class ExternalRedis:
 
     async def _close(self) -> None:
         gate = self._gate
+        gate.closing = True
         gate.shut()
         await self._listening.stopListening()
+        for peer in gate.peers:
+            _abort(peer)
         # Wait for both sides of every proxied connection to be gone.
         while gate.connections or any(
             getattr(peer.transport, "connected", False) for peer in gate.peers
