@@ -237,7 +237,9 @@ send_each(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer data;
     Py_ssize_t start = 0, count, index;
     PyObject *result = Py_None;
-    int spliced = 0;
+#ifdef __linux__
+    int spliced;
+#endif
 
     if (nargs < 2 || nargs > 4) {
         PyErr_Format(PyExc_TypeError,
