@@ -90,6 +90,23 @@ class ChatTestCase(IntegrationTestCase):
             clients += await super().connect(self.ports[i % self.nodes])
         return clients
 
+    async def wait_for_room_mates(
+        self, clients: list[PacketClient], room_size: int
+    ) -> None:
+        """
+        Wait until each of C{clients} has heard of the other members of its
+        room of C{room_size}: in its user list, or as they entered after it.
+        """
+        await wait_all(
+            clients,
+            lambda c: (
+                sum(1 for e in c.events if not isinstance(e, Response | UserList))
+                >= room_size
+                - 1
+                - sum(len(e.users) for e in c.events if isinstance(e, UserList))
+            ),
+        )
+
     async def login(self, client: PacketClient, user: str, password: str = "pw") -> int:
         count = len(client.events)
         client.send(login_request(user, password))
@@ -187,15 +204,7 @@ class ManyUsersTests(ChatTestCase):
                 [e for e in client.events if isinstance(e, Response)],
                 [Response(LOGIN, 0), Response(ENTER, 0)],
             )
-        await wait_all(
-            clients,
-            lambda c: (
-                sum(1 for e in c.events if not isinstance(e, Response | UserList))
-                >= per_room
-                - 1
-                - sum(len(e.users) for e in c.events if isinstance(e, UserList))
-            ),
-        )
+        await self.wait_for_room_mates(clients, per_room)
         for client in clients:
             client.take()
         for n in range(messages):
@@ -243,15 +252,7 @@ class ManyUsersTests(ChatTestCase):
         clients = await self.connect(port, members)
         for i, client in enumerate(clients):
             client.send(login_request(f"user{i}", "pw") + enter_room_request(0))
-        await wait_all(
-            clients,
-            lambda c: (
-                sum(1 for e in c.events if not isinstance(e, Response | UserList))
-                >= members
-                - 1
-                - sum(len(e.users) for e in c.events if isinstance(e, UserList))
-            ),
-        )
+        await self.wait_for_room_mates(clients, members)
         for client in clients:
             client.take()
         for i, client in enumerate(clients):
